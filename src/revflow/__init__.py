@@ -1,0 +1,7 @@
+"""revflow: online RL with flow and diffusion policies via Reverse Flow Matching.
+
+The mathematics is specified in one place, ``shared/reference/method.md`` (cited below as
+"method note §N"); module docstrings cite its sections instead of re-deriving them.
+"""
+
+__version__ = "0.1.0"
