@@ -1,0 +1,104 @@
+"""The one agent interface every algorithm implements, so the engine can train any of them.
+
+An agent is a thin, stateless object holding its typed config and the problem sizes. All
+state lives in a pytree (``TrainState``) and every method that touches arrays is a pure
+function of it, so the engine can ``jax.jit`` them and fuse several updates with ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+
+Array = jax.Array
+Metrics = dict[str, Array]
+
+#: Evaluation / acting modes shared by all agents (method note §6).
+#: - "explore": the behaviour policy used for data collection (for RFM: Boltzmann pick among
+#:   particles; for SAC: a draw from the squashed Gaussian).
+#: - "best-of-n": the particle with the highest Q (the paper's evaluation protocol; for a
+#:   Gaussian policy, the mean action).
+#: - "sample": one stochastic draw from the policy, no particle selection.
+ACT_MODES: tuple[str, ...] = ("explore", "best-of-n", "sample")
+
+
+class Batch(NamedTuple):
+    """A batch of transitions. ``discount`` is gamma * (1 - terminated): time-limit
+    truncation is NOT a terminal, so it keeps the full discount."""
+
+    obs: Array
+    action: Array
+    reward: Array
+    next_obs: Array
+    discount: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Base class of every agent config. Subclasses are frozen dataclasses of typed fields
+    with the published defaults, and override :meth:`validate` (call ``super().validate()``)."""
+
+    #: Presets: name -> dict of field overrides. "reference" is the published default.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"reference": {}}
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the offending field and value."""
+
+    @classmethod
+    def from_preset(cls, preset: str = "reference", **overrides: Any):
+        if preset not in cls.PRESETS:
+            raise ValueError(
+                f"unknown preset {preset!r} for {cls.__name__}; available: "
+                f"{', '.join(sorted(cls.PRESETS))}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown config field(s) {unknown} for {cls.__name__}; "
+                f"available: {', '.join(sorted(fields))}"
+            )
+        config = cls(**{**cls.PRESETS[preset], **overrides})
+        config.validate()
+        return config
+
+
+def require(condition: bool, field: str, value: Any, what: str) -> None:
+    """Config validation helper: ``require(lr > 0, "lr", lr, "must be > 0")``."""
+    if not condition:
+        raise ValueError(f"invalid config: {field}={value!r} {what}")
+
+
+class Agent(abc.ABC):
+    """Interface of every agent. Subclasses set ``name``, ``Config`` and ``METRICS``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AgentConfig]]
+    #: metric name -> one-line documentation (logged by ``update``; CleanRL style).
+    METRICS: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config: AgentConfig, obs_dim: int, act_dim: int):
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config)}")
+        config.validate()
+        if obs_dim < 1 or act_dim < 1:
+            raise ValueError(f"obs_dim and act_dim must be >= 1, got {obs_dim}, {act_dim}")
+        self.config = config
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+
+    @abc.abstractmethod
+    def init(self, key: Array) -> Any:
+        """Initial train state (a pytree: params, targets, optimiser states, counters)."""
+
+    @abc.abstractmethod
+    def act(self, state: Any, key: Array, obs: Array, mode: str = "explore") -> Array:
+        """Actions in [-1, 1] for a batch of observations (B, obs_dim) -> (B, act_dim).
+        Pure; ``mode`` (one of ACT_MODES) is static."""
+
+    @abc.abstractmethod
+    def update(self, state: Any, batch: Batch, key: Array) -> tuple[Any, Metrics]:
+        """One gradient update. Pure and jittable; metrics are scalars named in METRICS."""
