@@ -45,7 +45,7 @@ def test_ve_is_geometric():
     assert float(path.beta(0.0)) == pytest.approx(8.0, rel=1e-6)
     assert float(path.beta(1.0)) == pytest.approx(0.02, rel=1e-5)
     assert float(path.beta(0.5)) == pytest.approx(np.sqrt(0.02 * 8.0), rel=1e-5)
-    with pytest.raises(ValueError, match="sigma_min=3.0"):
+    with pytest.raises(ValueError, match=r"sigma_min=3\.0"):
         paths.VE(sigma_min=3.0, sigma_max=1.0)
 
 

@@ -11,11 +11,11 @@ control variate with a diagonal coefficient c (method note §4):
 
     mu1_hat(c) = sum_i w_i (x1_i + c ⊙ s_i),   s_i = grad log p1(x1_i) + (alpha_t/beta_t) x0_i
 
-    c = 0                   -> noise-expectation    (SDAC, QNE/MaxEntDP)   control_variate="none"
-    c = (beta_t/alpha_t)^2  -> gradient-expectation (iDEM, DQS; Tweedie)    control_variate="gradient"
-    c = eta (beta_t/alpha_t)^2                                              control_variate=<float eta>
-    c = c* per dimension, ridge-regularised and clipped to [-clip, clip]     control_variate="optimal"
-    c = one c* for all dimensions                                           "optimal-isotropic"
+    control_variate="none":      c = 0, noise-expectation (SDAC, QNE/MaxEntDP)
+    control_variate="gradient":  c = (beta_t/alpha_t)^2, gradient-expectation (iDEM, DQS)
+    control_variate=<float eta>: c = eta (beta_t/alpha_t)^2
+    control_variate="optimal":   c = c* per dimension, ridge-regularised, clipped to +-clip
+    "optimal-isotropic":         one c* shared by all dimensions
 
 (s_i is the posterior score grad log q(x1_i | x_t); x1_i - x_t/alpha_t = -(beta_t/alpha_t) x0_i.)
 

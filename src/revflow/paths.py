@@ -65,7 +65,8 @@ class Linear:
 class VPCosine:
     """Variance-preserving path with the cosine schedule (Nichol & Dhariwal, 2021).
 
-    In diffusion time tau = 1 - t: alpha_bar(tau) = cos^2(pi/2 (tau + s)/(1 + s)) / cos^2(pi/2 s/(1+s)),
+    In diffusion time tau = 1 - t:
+    alpha_bar(tau) = cos^2(pi/2 (tau + s)/(1 + s)) / cos^2(pi/2 s/(1+s)),
     alpha_t = sqrt(alpha_bar(1 - t)), beta_t = sqrt(1 - alpha_t^2).
     """
 
