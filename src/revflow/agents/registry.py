@@ -19,7 +19,7 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    import revflow.agents.sac  # noqa: F401
+    import revflow.agents.sac
 
     try:
         import revflow.agents.rfm  # noqa: F401

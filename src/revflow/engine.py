@@ -1,0 +1,674 @@
+"""The off-policy training loop shared by every agent: warm-up, act / store / update, evaluation,
+logging, checkpoints and exact resume.
+
+Loop semantics
+--------------
+- Env steps ``0 .. warmup_steps - 1`` take uniform-random actions in ``[-1, 1]^d`` (drawn from
+  the run's numpy generator) and do no updates.
+- Every later env step owes ``utd`` gradient updates. Env steps are grouped into *chunks* of
+  ``updates_per_call // utd`` policy steps; a chunk ends early at the end of an episode and at
+  the end of training. All env steps of a chunk act with the parameters as of the chunk's
+  start; after the chunk, its owed updates run, ``updates_per_call`` of them fused into one
+  jitted ``lax.scan`` over batches sampled from the (numpy) replay buffer in one go, and a
+  shorter remainder as calls of ``utd`` updates. With ``updates_per_call == utd`` this is the
+  usual "one env step, then ``utd`` updates" loop; larger chunks trade a few steps of policy
+  staleness for fewer dispatches.
+- Logging, evaluation and checkpoints happen only at chunk ends.
+
+Checkpoints and exact resume
+----------------------------
+A checkpoint holds the agent's train state, the replay buffer, the numpy generator state, the
+jax key, the env-step / update / episode counters and the full resolved config. The
+environment's internal state cannot be saved in general, so periodic checkpoints are written
+only at episode boundaries (the first episode end after ``checkpoint_every`` more env steps),
+where the next thing the loop does anyway is reset the environment. Every episode is reset
+with a seed derived from ``(seed, episode index)``, so on CPU with a fixed seed a run that is
+killed at any moment and resumed from its latest checkpoint reproduces the uninterrupted run
+bit-exactly (the final checkpoint at ``steps`` may fall inside an episode; it is the end of
+the run). A checkpoint written on a numerical error is mid-episode; resuming from it starts a
+new episode and drops the failed chunk's updates.
+
+A non-finite metric or parameter after an update call raises :class:`NumericalError` naming
+the env step, the update and the quantity, after saving the state from before that call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from revflow.agents.base import ACT_MODES, Agent, AgentConfig, Batch, require
+from revflow.agents.registry import get_agent_class
+from revflow.checkpoint import CheckpointError, latest_step, restore_checkpoint, save_checkpoint
+from revflow.envs import env_info, make_env, make_vector_env
+from revflow.metrics_log import RunLogger
+from revflow.replay import ReplayBuffer
+
+__all__ = [
+    "ConfigMismatchError",
+    "NumericalError",
+    "TrainConfig",
+    "evaluate",
+    "load_agent",
+    "load_run",
+    "render_episode",
+    "resume",
+    "run_dir_for",
+    "train",
+]
+
+CONFIG_FILE = "config.json"
+
+
+class NumericalError(FloatingPointError):
+    """A NaN/inf appeared in an update's metrics or in the train state."""
+
+    def __init__(self, message: str, step: int, update: int, quantity: str):
+        super().__init__(message)
+        self.step = step
+        self.update = update
+        self.quantity = quantity
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory's saved config disagrees with a checkpoint or with the requested one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Options of the training engine (the agent's hyperparameters live in its own config)."""
+
+    #: Registered algorithm name (``revflow.agents.registry.available()``).
+    algo: str = "rfm"
+    #: Environment name, ``dmc:<domain>-<task>`` or ``gym:<Id>``.
+    env: str = "dmc:cheetah-run"
+    #: Seed of everything: network init, replay sampling, exploration, env resets.
+    seed: int = 0
+    #: Total environment steps.
+    steps: int = 250_000
+    #: Initial env steps with uniform-random actions and no updates.
+    warmup_steps: int = 10_000
+    #: Gradient updates per env step after warm-up (update-to-data ratio).
+    utd: int = 1
+    #: Updates fused into one jitted ``lax.scan`` call; the ``updates_per_call // utd`` env
+    #: steps before it act with the parameters as of their chunk's start. Must be a multiple
+    #: of ``utd``. Default from ``revflow bench``-style measurement (see the README).
+    updates_per_call: int = 1
+    #: Minibatch size; None means the agent config's ``batch_size``.
+    batch_size: int | None = None
+    #: Replay capacity; None means ``steps`` (nothing is ever overwritten).
+    buffer_size: int | None = None
+    #: Evaluate every this many env steps (0: never, except no final evaluation either).
+    eval_every: int = 10_000
+    #: Episodes per evaluation (run in a vectorised environment).
+    eval_episodes: int = 10
+    #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
+    eval_mode: str = "best-of-n"
+    #: Write a checkpoint at the first episode end after this many more env steps (0: only
+    #: the final checkpoint).
+    checkpoint_every: int = 50_000
+    #: Finalised checkpoints kept on disk.
+    keep_checkpoints: int = 2
+    #: Log averaged update metrics and steps/s every this many env steps.
+    log_every: int = 1_000
+    #: Root of run directories; a run lands in ``<run_dir>/<env>/<algo>/seed<seed>``.
+    run_dir: str = "runs"
+    #: Write TensorBoard event files.
+    tensorboard: bool = True
+    #: Write ``metrics.csv`` and ``eval.csv``.
+    csv: bool = True
+    #: Log to Weights & Biases (needs ``pip install wandb``).
+    wandb: bool = False
+    #: Weights & Biases project name.
+    wandb_project: str = "revflow"
+    #: Show a live progress bar.
+    progress: bool = True
+
+    def validate(self) -> None:
+        require(self.steps >= 1, "steps", self.steps, "must be >= 1")
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.utd >= 1, "utd", self.utd, "must be >= 1")
+        require(
+            self.updates_per_call >= 1 and self.updates_per_call % self.utd == 0,
+            "updates_per_call",
+            self.updates_per_call,
+            f"must be a positive multiple of utd={self.utd}",
+        )
+        require(
+            self.batch_size is None or self.batch_size >= 1,
+            "batch_size",
+            self.batch_size,
+            "must be None or >= 1",
+        )
+        require(
+            self.buffer_size is None or self.buffer_size >= 1,
+            "buffer_size",
+            self.buffer_size,
+            "must be None or >= 1",
+        )
+        require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
+        require(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, "must be >= 1")
+        require(
+            self.eval_mode in ACT_MODES, "eval_mode", self.eval_mode, f"must be one of {ACT_MODES}"
+        )
+        require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
+        require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+        require(0 <= self.seed < 2**31, "seed", self.seed, "must be in [0, 2**31)")
+
+
+# --------------------------------------------------------------------------------------------
+# Run directories and configs
+# --------------------------------------------------------------------------------------------
+
+
+def _sanitize(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    """``<run_dir>/<env>/<algo>/seed<seed>`` with ':' and other odd characters as '_'."""
+    return Path(cfg.run_dir) / _sanitize(cfg.env) / _sanitize(cfg.algo) / f"seed{cfg.seed}"
+
+
+def _resolved_batch_size(cfg: TrainConfig, agent_cfg: AgentConfig) -> int:
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    return int(getattr(agent_cfg, "batch_size", 256))
+
+
+def _config_dict(cfg: TrainConfig, agent_cfg: AgentConfig) -> dict[str, Any]:
+    import revflow
+
+    return {
+        "revflow_version": revflow.__version__,
+        "train": dataclasses.asdict(cfg),
+        "agent": dataclasses.asdict(agent_cfg),
+        "resolved": {
+            "batch_size": _resolved_batch_size(cfg, agent_cfg),
+            "buffer_size": cfg.buffer_size or cfg.steps,
+        },
+    }
+
+
+def _tuplify(value: Any) -> Any:
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+
+
+def _configs_from_dict(d: dict[str, Any]) -> tuple[TrainConfig, AgentConfig]:
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d["train"]) - train_fields)
+    if unknown:
+        raise ConfigMismatchError(f"saved train config has unknown fields {unknown}")
+    cfg = TrainConfig(**d["train"])
+    cls = get_agent_class(cfg.algo).Config
+    agent_fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d["agent"]) - agent_fields)
+    if unknown:
+        raise ConfigMismatchError(f"saved {cls.__name__} has unknown fields {unknown}")
+    agent_cfg = cls(**{k: _tuplify(v) for k, v in d["agent"].items()})
+    agent_cfg.validate()
+    cfg.validate()
+    return cfg, agent_cfg
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if _tuplify(a) == _tuplify(b) else [f"{prefix[:-1]}: {a!r} != {b!r}"]
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, AgentConfig]:
+    """The configs saved in ``run_dir/config.json`` (clear errors if missing or invalid)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a revflow run directory")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigMismatchError(f"{path} is not valid JSON: {err}") from err
+    return _configs_from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------
+# Jitted pieces
+# --------------------------------------------------------------------------------------------
+
+
+def _episode_seed(seed: int, episode: int) -> int:
+    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0] % (2**31))
+
+
+def _make_act_step(agent: Agent) -> Callable[..., Any]:
+    """jit: ``(state, key, obs (obs_dim,)) -> (new key, action (act_dim,))`` in explore mode."""
+
+    def act_step(state, key, obs):
+        key, sub = jax.random.split(key)
+        return key, agent.act(state, sub, obs[None], mode="explore")[0]
+
+    return jax.jit(act_step)
+
+
+def _make_update(agent: Agent) -> Callable[..., Any]:
+    """jit: ``(state, batches (n, B, ...), keys (n, 2)) -> (state, metrics (n,), finite flags)``.
+
+    The flags hold one bool per floating-point leaf of the new state (all entries finite).
+    """
+
+    def fused(state, batches, keys):
+        def body(s, xs):
+            return agent.update(s, *xs)
+
+        state, metrics = jax.lax.scan(body, state, (batches, keys))
+        flags = [
+            jnp.all(jnp.isfinite(leaf))
+            for leaf in jax.tree_util.tree_leaves(state)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)
+        ]
+        return state, metrics, jnp.stack(flags) if flags else jnp.ones((0,), bool)
+
+    return jax.jit(fused)
+
+
+def _float_leaf_paths(state: Any) -> list[str]:
+    return [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+        if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
+    ]
+
+
+def _to_batch(sample: dict[str, np.ndarray], gamma: float) -> Batch:
+    discount = (gamma * (1.0 - sample["terminated"])).astype(np.float32)
+    return Batch(sample["obs"], sample["action"], sample["reward"], sample["next_obs"], discount)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+_MAX_EVAL_ENVS = 16
+
+
+def evaluate(
+    agent: Agent,
+    state: Any,
+    env_name: str,
+    episodes: int = 10,
+    mode: str = "best-of-n",
+    seed: int = 0,
+    act_fn: Callable[..., Any] | None = None,
+) -> tuple[float, float, np.ndarray]:
+    """Run ``episodes`` full episodes in vectorised copies of ``env_name`` acting with ``mode``.
+
+    Returns ``(mean, std, returns)``. ``act_fn`` is a jitted ``agent.act`` with ``mode``
+    static (built here if not given; pass one to avoid recompiling across calls).
+    """
+    if mode not in ACT_MODES:
+        raise ValueError(f"unknown eval mode {mode!r}; expected one of {ACT_MODES}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if act_fn is None:
+        act_fn = jax.jit(agent.act, static_argnames=("mode",))
+    num_envs = min(episodes, _MAX_EVAL_ENVS)
+    envs = make_vector_env(env_name, num_envs=num_envs, seed=seed)
+    key = jax.random.PRNGKey(seed)
+    returns: list[float] = []
+    try:
+        round_idx = 0
+        while len(returns) < episodes:
+            obs, _ = envs.reset(seed=seed + round_idx * num_envs)
+            total = np.zeros(num_envs)
+            done = np.zeros(num_envs, bool)
+            while not done.all():
+                key, sub = jax.random.split(key)
+                action = np.asarray(act_fn(state, sub, jnp.asarray(obs), mode=mode))
+                obs, reward, terminated, truncated, _ = envs.step(action)
+                total += np.where(done, 0.0, reward)
+                done |= np.asarray(terminated) | np.asarray(truncated)
+            returns.extend(total.tolist())
+            round_idx += 1
+    finally:
+        envs.close()
+    arr = np.asarray(returns[:episodes])
+    return float(arr.mean()), float(arr.std()), arr
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def _template(
+    state: Any, key: Any, step: int, capacity: int, obs_dim: int, act_dim: int
+) -> dict[str, Any]:
+    """Structure, shapes and dtypes of the checkpoint written at env step ``step``."""
+    size = min(step, capacity)
+    replay = ReplayBuffer(max(size, 1), obs_dim, act_dim).state_dict()
+    replay = {
+        k: np.zeros((size, *v.shape[1:]), v.dtype) if isinstance(v, np.ndarray) else v
+        for k, v in replay.items()
+    }
+    replay["capacity"] = capacity
+    return {"agent": state, "key": key, "replay": replay}
+
+
+def load_agent(run_dir: str | Path, step: int | None = None) -> tuple[Agent, Any, TrainConfig, int]:
+    """``(agent, train state, train config, step)`` of a run's checkpoint (default: latest)."""
+    run_dir = Path(run_dir)
+    cfg, agent_cfg = load_run(run_dir)
+    if step is None:
+        step = latest_step(run_dir)
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {run_dir}")
+    env = make_env(cfg.env, seed=cfg.seed)
+    obs_dim, act_dim, _ = env_info(env)
+    env.close()
+    agent = get_agent_class(cfg.algo)(agent_cfg, obs_dim, act_dim)
+    key = jax.random.PRNGKey(0)
+    capacity = cfg.buffer_size or cfg.steps
+    template = _template(agent.init(key), key, step, capacity, obs_dim, act_dim)
+    tree, extra = restore_checkpoint(run_dir, template, step)
+    diffs = _diff(extra.get("config"), _config_dict(cfg, agent_cfg))
+    if diffs:
+        raise ConfigMismatchError(
+            f"checkpoint {step} in {run_dir} was written with another config than "
+            f"{CONFIG_FILE}: " + "; ".join(diffs)
+        )
+    return agent, tree["agent"], cfg, step
+
+
+def render_episode(
+    agent: Agent, state: Any, env_name: str, mode: str = "best-of-n", seed: int = 0
+) -> list[np.ndarray]:
+    """RGB frames (H, W, 3) of one episode rendered headlessly (MUJOCO_GL defaults to egl)."""
+    env = make_env(env_name, seed=seed, render=True)
+    act_fn = jax.jit(agent.act, static_argnames=("mode",))
+    key = jax.random.PRNGKey(seed)
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+        done = False
+        while not done:
+            key, sub = jax.random.split(key)
+            action = np.asarray(act_fn(state, sub, jnp.asarray(obs)[None], mode=mode))[0]
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            done = bool(terminated or truncated)
+    finally:
+        env.close()
+    return frames
+
+
+@dataclasses.dataclass
+class _Counters:
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    last_ckpt: int = 0
+
+
+class _Trainer:
+    def __init__(self, run_dir: Path, cfg: TrainConfig, agent_cfg: AgentConfig):
+        self.run_dir = run_dir
+        self.cfg = cfg
+        self.agent_cfg = agent_cfg
+        self.config_dict = _config_dict(cfg, agent_cfg)
+        self.env = make_env(cfg.env, seed=cfg.seed)
+        obs_dim, act_dim, _ = env_info(self.env)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.agent = get_agent_class(cfg.algo)(agent_cfg, obs_dim, act_dim)
+        self.gamma = float(getattr(agent_cfg, "gamma", 0.99))
+        self.batch_size = _resolved_batch_size(cfg, agent_cfg)
+        self.capacity = cfg.buffer_size or cfg.steps
+        self.buffer = ReplayBuffer(self.capacity, obs_dim, act_dim)
+        self.np_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
+        init_key, self.key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+        self.state = self.agent.init(init_key)
+        self.n = _Counters()
+        self.act_step = _make_act_step(self.agent)
+        self.update_fn = _make_update(self.agent)
+        self.eval_act = jax.jit(self.agent.act, static_argnames=("mode",))
+        self.leaf_paths = _float_leaf_paths(self.state)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _pytree(self, state: Any) -> dict[str, Any]:
+        return {"agent": state, "key": self.key, "replay": self.buffer.state_dict()}
+
+    def save(self, state: Any | None = None, **flags: Any) -> None:
+        extra = {
+            "config": self.config_dict,
+            "counters": dataclasses.asdict(self.n),
+            "np_rng": json.dumps(self.np_rng.bit_generator.state),
+            **flags,
+        }
+        save_checkpoint(
+            self.run_dir,
+            self.n.env_steps,
+            self._pytree(self.state if state is None else state),
+            extra,
+            keep=self.cfg.keep_checkpoints,
+        )
+
+    def restore(self) -> dict[str, Any]:
+        step = latest_step(self.run_dir)
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.run_dir}")
+        template = _template(self.state, self.key, step, self.capacity, self.obs_dim, self.act_dim)
+        tree, extra = restore_checkpoint(self.run_dir, template, step)
+        saved = extra.get("config")
+        diffs = _diff(saved, self.config_dict)
+        if diffs:
+            raise ConfigMismatchError(
+                f"checkpoint {step} in {self.run_dir} was written with another config than "
+                f"{CONFIG_FILE}: " + "; ".join(diffs)
+            )
+        self.state, self.key = tree["agent"], tree["key"]
+        self.buffer.load_state_dict(tree["replay"])  # keeps storage order and ptr
+        self.np_rng.bit_generator.state = json.loads(extra["np_rng"])
+        self.n = _Counters(**extra["counters"])
+        return extra
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def _check(self, metrics: dict[str, np.ndarray], flags: np.ndarray, before: Any) -> None:
+        bad: tuple[int, str] | None = None
+        for name, values in metrics.items():
+            idx = np.flatnonzero(~np.isfinite(values))
+            if idx.size and (bad is None or idx[0] < bad[0]):
+                bad = (int(idx[0]), f"metric {name}")
+        if bad is None and not flags.all():
+            n_calls = next(iter(metrics.values())).shape[0] if metrics else 1
+            bad = (n_calls - 1, f"parameter {self.leaf_paths[int(np.argmin(flags))]}")
+        if bad is None:
+            return
+        offset, quantity = bad
+        update = self.n.updates + offset + 1
+        self.save(before, numerical_error=f"{quantity} at update {update}")
+        msg = (
+            f"non-finite {quantity} at env step {self.n.env_steps} (update {update}); the last "
+            f"good state (before this update call) is saved as checkpoint {self.n.env_steps} "
+            f"in {self.run_dir}"
+        )
+        raise NumericalError(msg, self.n.env_steps, update, quantity)
+
+    def run_updates(self, num: int, acc: dict[str, float], counts: list[int]) -> None:
+        per_call = self.cfg.updates_per_call
+        sample = _to_batch(self.buffer.sample(self.np_rng, self.batch_size, num), self.gamma)
+        self.key, sub = jax.random.split(self.key)
+        keys = jax.random.split(sub, num)
+        start = 0
+        while start < num:
+            size = per_call if num - start >= per_call else self.cfg.utd
+            sl = slice(start, start + size)
+            batches = Batch(*(np.ascontiguousarray(x[sl]) for x in sample))
+            before = self.state
+            self.state, metrics, flags = self.update_fn(self.state, batches, keys[sl])
+            metrics = {k: np.asarray(v) for k, v in metrics.items()}
+            self._check(metrics, np.asarray(flags), before)
+            for k, v in metrics.items():
+                acc[k] = acc.get(k, 0.0) + float(v.sum())
+            counts[0] += size
+            self.n.updates += size
+            start += size
+
+    # -- main loop --------------------------------------------------------------------------
+
+    def run(self, logger: RunLogger) -> None:
+        cfg, n = self.cfg, self.n
+        chunk = cfg.updates_per_call // cfg.utd
+        acc: dict[str, float] = {}
+        counts = [0]
+        next_log = (n.env_steps // cfg.log_every + 1) * cfg.log_every
+        next_eval = (n.env_steps // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else 0
+        t_log, steps_log = time.perf_counter(), n.env_steps
+        while n.env_steps < cfg.steps:
+            obs, _ = self.env.reset(seed=_episode_seed(cfg.seed, n.episodes))
+            ep_return, ep_len, done = 0.0, 0, False
+            while not done and n.env_steps < cfg.steps:
+                policy_steps = 0
+                while policy_steps < chunk:
+                    if n.env_steps < cfg.warmup_steps:
+                        action = self.np_rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
+                    else:
+                        self.key, act = self.act_step(self.state, self.key, obs)
+                        action = np.asarray(act)
+                        policy_steps += 1
+                    next_obs, reward, terminated, truncated, _ = self.env.step(action)
+                    self.buffer.add(obs, action, reward, next_obs, float(terminated))
+                    obs = next_obs
+                    n.env_steps += 1
+                    ep_return += float(reward)
+                    ep_len += 1
+                    done = bool(terminated or truncated)
+                    if done or n.env_steps >= cfg.steps:
+                        break
+                if policy_steps:
+                    self.run_updates(policy_steps * cfg.utd, acc, counts)
+                if done:
+                    n.episodes += 1
+                    logger.log_episode(n.env_steps, ep_return, ep_len)
+                if n.env_steps >= next_log or n.env_steps >= cfg.steps:
+                    now = time.perf_counter()
+                    values = {k: v / counts[0] for k, v in acc.items()} if counts[0] else {}
+                    values["charts/sps"] = (n.env_steps - steps_log) / max(now - t_log, 1e-9)
+                    values["charts/updates"] = n.updates
+                    logger.log_metrics(n.env_steps, values)
+                    acc, counts = {}, [0]
+                    t_log, steps_log = now, n.env_steps
+                    next_log = (n.env_steps // cfg.log_every + 1) * cfg.log_every
+                if cfg.eval_every and (n.env_steps >= next_eval or n.env_steps >= cfg.steps):
+                    self.evaluate(logger)
+                    next_eval = (n.env_steps // cfg.eval_every + 1) * cfg.eval_every
+                    t_log = time.perf_counter()  # keep evaluation out of charts/sps
+                if (
+                    done
+                    and cfg.checkpoint_every
+                    and n.env_steps - n.last_ckpt >= cfg.checkpoint_every
+                    and n.env_steps < cfg.steps
+                ):
+                    n.last_ckpt = n.env_steps
+                    self.save()
+                logger.progress(n.env_steps)
+        n.last_ckpt = n.env_steps
+        self.save(complete=True)
+
+    def evaluate(self, logger: RunLogger) -> None:
+        eval_seed = _episode_seed(self.cfg.seed + 7919, self.n.env_steps) % (2**30)
+        mean, std, _ = evaluate(
+            self.agent,
+            self.state,
+            self.cfg.env,
+            self.cfg.eval_episodes,
+            self.cfg.eval_mode,
+            eval_seed,
+            act_fn=self.eval_act,
+        )
+        logger.log_eval(self.n.env_steps, mean, std)
+
+
+def _make_logger(trainer: _Trainer, start_step: int) -> RunLogger:
+    cfg = trainer.cfg
+    return RunLogger(
+        trainer.run_dir,
+        cfg.steps,
+        trainer.agent.METRICS,
+        start_step=start_step,
+        tensorboard=cfg.tensorboard,
+        csv_files=cfg.csv,
+        wandb=cfg.wandb,
+        wandb_project=cfg.wandb_project,
+        run_name=f"{cfg.algo} {cfg.env} seed{cfg.seed}",
+        config=trainer.config_dict,
+        progress=cfg.progress,
+    )
+
+
+def _execute(trainer: _Trainer, start_step: int) -> Path:
+    logger = _make_logger(trainer, start_step)
+    try:
+        trainer.run(logger)
+    finally:
+        logger.close()
+        trainer.env.close()
+    return trainer.run_dir
+
+
+def train(cfg: TrainConfig, agent_cfg: AgentConfig, run_dir: str | Path | None = None) -> Path:
+    """Train from scratch; returns the run directory (default :func:`run_dir_for`).
+
+    Refuses a run directory that already holds checkpoints (use :func:`resume`).
+    """
+    cfg.validate()
+    agent_cfg.validate()
+    cls = get_agent_class(cfg.algo)
+    if not isinstance(agent_cfg, cls.Config):
+        raise TypeError(f"algo {cfg.algo!r} needs a {cls.Config.__name__}, got {agent_cfg}")
+    path = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
+    if latest_step(path) is not None:
+        raise FileExistsError(
+            f"{path} already holds checkpoints; continue it with `revflow train --resume {path}` "
+            "or choose another --run_dir / --seed"
+        )
+    trainer = _Trainer(path, cfg, agent_cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(trainer.config_dict, indent=2) + "\n")
+    tmp.replace(path / CONFIG_FILE)
+    return _execute(trainer, 0)
+
+
+def resume(run_dir: str | Path) -> Path:
+    """Continue the run in ``run_dir`` from its latest checkpoint (from scratch if it was
+    killed before the first one). Returns the run directory.
+
+    Raises ``FileNotFoundError`` for a missing run dir or config, :class:`ConfigMismatchError`
+    when the checkpoint's config differs from ``config.json``, and ``CheckpointError`` for a
+    truncated or corrupt checkpoint.
+    """
+    path = Path(run_dir)
+    cfg, agent_cfg = load_run(path)
+    trainer = _Trainer(path, cfg, agent_cfg)
+    if latest_step(path) is None:
+        return _execute(trainer, 0)
+    extra = trainer.restore()
+    if extra.get("complete"):
+        trainer.env.close()
+        return path
+    return _execute(trainer, trainer.n.env_steps)

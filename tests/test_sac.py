@@ -1,0 +1,147 @@
+"""SAC agent: update numerics, log-probabilities, act modes and config validation."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from revflow.agents.base import Batch
+from revflow.agents.registry import available, get_agent_class, make_agent, make_config
+from revflow.agents.sac import SAC, SACConfig, _squashed_gaussian
+
+OBS, ACT, B = 5, 2, 64
+
+
+def _batch(seed: int = 0) -> Batch:
+    rng = np.random.default_rng(seed)
+    return Batch(
+        obs=jnp.asarray(rng.normal(size=(B, OBS)), jnp.float32),
+        action=jnp.asarray(rng.uniform(-1, 1, (B, ACT)), jnp.float32),
+        reward=jnp.asarray(rng.normal(size=B), jnp.float32),
+        next_obs=jnp.asarray(rng.normal(size=(B, OBS)), jnp.float32),
+        discount=jnp.full((B,), 0.99, jnp.float32),
+    )
+
+
+def test_registered() -> None:
+    assert "sac" in available()
+    assert get_agent_class("sac") is SAC
+
+
+def test_update_finite_and_reduces_critic_loss_on_fixed_batch() -> None:
+    agent = make_agent("sac", make_config("sac", "fast", batch_size=B), OBS, ACT)
+    state = agent.init(jax.random.PRNGKey(0))
+    batch = _batch()
+    update = jax.jit(agent.update)
+    losses = []
+    for i in range(300):
+        state, metrics = update(state, batch, jax.random.PRNGKey(i))
+        losses.append(float(metrics["critic_loss"]))
+        if i == 0:
+            assert set(metrics) == set(SAC.METRICS)
+    for value in metrics.values():
+        assert np.isfinite(np.asarray(value)).all()
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state))
+    assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:5])
+    assert int(state.step) == 300
+    # Polyak targets move slowly towards the online critics but are not equal to them.
+    online = jax.tree_util.tree_leaves(state.critic_params)
+    target = jax.tree_util.tree_leaves(state.target_critic_params)
+    assert any(not np.allclose(a, b) for a, b in zip(online, target, strict=True))
+
+
+def test_temperature_moves_towards_target_entropy() -> None:
+    # With a very low entropy target alpha must shrink; with autotune off it stays fixed.
+    cfg = make_config("sac", "fast", batch_size=B, target_entropy=-50.0, alpha_lr=1e-2)
+    agent = make_agent("sac", cfg, OBS, ACT)
+    state = agent.init(jax.random.PRNGKey(1))
+    update = jax.jit(agent.update)
+    for i in range(50):
+        state, metrics = update(state, _batch(), jax.random.PRNGKey(i))
+    assert float(metrics["alpha"]) < 0.9
+    frozen = make_agent("sac", make_config("sac", "fast", autotune_alpha=False), OBS, ACT)
+    fstate = frozen.init(jax.random.PRNGKey(1))
+    fstate, fmetrics = jax.jit(frozen.update)(fstate, _batch(), jax.random.PRNGKey(0))
+    assert float(fmetrics["alpha"]) == pytest.approx(1.0)
+
+
+def test_squashed_gaussian_log_prob_matches_change_of_variables() -> None:
+    mean = jnp.array([[0.3, -1.2], [2.0, 0.0]], jnp.float32)
+    log_std = jnp.array([[-0.5, 0.2], [0.1, -2.0]], jnp.float32)
+    key = jax.random.PRNGKey(3)
+    action, logp = _squashed_gaussian(mean, log_std, key)
+    eps = jax.random.normal(key, mean.shape)
+    u = np.asarray(mean + jnp.exp(log_std) * eps, np.float64)
+    expected = stats.norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std))) - np.log(
+        1 - np.tanh(u) ** 2
+    )
+    np.testing.assert_allclose(np.asarray(action), np.tanh(u), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(logp), expected.sum(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_act_modes() -> None:
+    agent = make_agent("sac", make_config("sac", "fast"), OBS, ACT)
+    state = agent.init(jax.random.PRNGKey(0))
+    obs = _batch().obs
+    k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    for mode in ("explore", "sample", "best-of-n"):
+        a = np.asarray(agent.act(state, k1, obs, mode))
+        assert a.shape == (B, ACT) and np.all(np.abs(a) <= 1)
+    greedy = np.asarray(agent.act(state, k1, obs, "best-of-n"))
+    np.testing.assert_array_equal(greedy, np.asarray(agent.act(state, k2, obs, "best-of-n")))
+    assert not np.allclose(agent.act(state, k1, obs, "sample"), agent.act(state, k2, obs, "sample"))
+    with pytest.raises(ValueError, match="unknown act mode"):
+        agent.act(state, k1, obs, "greedy")
+
+
+def test_presets_and_defaults() -> None:
+    ref = SACConfig.from_preset("reference")
+    assert (ref.actor_lr, ref.critic_lr, ref.batch_size, ref.gamma, ref.tau) == (
+        3e-4,
+        3e-4,
+        256,
+        0.99,
+        0.005,
+    )
+    assert ref.actor_hidden == (256, 256)
+    assert SACConfig.from_preset("fast").critic_hidden == (128, 128)
+    agent = make_agent("sac", ref, OBS, 3)
+    assert agent.target_entropy == -3.0
+    assert math.isclose(float(jnp.exp(agent.init(jax.random.PRNGKey(0)).log_alpha)), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"actor_lr": 0.0}, "actor_lr"),
+        ({"critic_lr": float("nan")}, "critic_lr"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"tau": 0.0}, "tau"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"actor_hidden": ()}, "actor_hidden"),
+        ({"critic_hidden": (0, 4)}, "critic_hidden"),
+        ({"num_critics": 0}, "num_critics"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm"),
+        ({"init_alpha": 0.0}, "init_alpha"),
+        ({"target_entropy": float("inf")}, "target_entropy"),
+        ({"log_std_min": 3.0}, "log_std_min"),
+        ({"no_such_field": 1}, "unknown config field"),
+    ],
+)
+def test_config_validation(overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SACConfig.from_preset("reference", **overrides)
+
+
+def test_unknown_preset_and_wrong_config_type() -> None:
+    with pytest.raises(ValueError, match="unknown preset"):
+        SACConfig.from_preset("turbo")
+    from revflow.agents.base import AgentConfig
+
+    with pytest.raises(TypeError):
+        SAC(AgentConfig(), OBS, ACT)  # type: ignore[arg-type]
