@@ -19,14 +19,8 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    import revflow.agents.sac
-
-    try:
-        import revflow.agents.rfm  # noqa: F401
-    except ModuleNotFoundError as err:
-        # Tolerated only while the RFM module itself is absent from the tree.
-        if err.name != "revflow.agents.rfm":
-            raise
+    import revflow.agents.rfm
+    import revflow.agents.sac  # noqa: F401
 
 
 def available() -> list[str]:
