@@ -1,0 +1,270 @@
+"""The ``revflow`` command line (tyro).
+
+::
+
+    revflow train --algo rfm --env dmc:cheetah-run --seed 0 [--steps N] [--preset fast]
+                  [any engine option, e.g. --eval-every 5000] [--agent.<field> VALUE ...]
+    revflow train --resume RUN_DIR
+    revflow eval RUN_DIR [--mode best-of-n|sample] [--episodes N] [--video out.mp4]
+    revflow bench throughput --algo rfm [--preset reference|fast] [--env ...] [--json out.json]
+    revflow toy [options of the 2-D toy benchmark]
+
+``revflow train --help`` lists every engine option and every field of the chosen algorithm's
+config (``--algo`` picks which; the defaults shown are those of ``--preset``). An unknown
+algorithm, environment, preset or an invalid option value prints one ``error:`` line and
+exits with status 2 before any computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import tyro
+
+from revflow.engine import TrainConfig
+
+__all__ = ["EvalArgs", "main"]
+
+USAGE = """usage: revflow {train,eval,bench,toy} ...
+
+Online RL with flow / diffusion policies via Reverse Flow Matching.
+
+commands:
+  train               train an agent (revflow train --help lists every option);
+                      revflow train --resume RUN_DIR continues a killed run
+  eval                evaluate the latest checkpoint of a run: revflow eval RUN_DIR
+  bench throughput    compile time, updates/s, env steps/s and GFLOP/s of an agent
+  toy                 the 2-D Boltzmann sampling toy benchmark
+"""
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one ``error:`` line, exit status 2."""
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _option_value(argv: Sequence[str], name: str) -> str | None:
+    """The value of ``--name X`` / ``--name=X`` (last one wins), without parsing the rest."""
+    value = None
+    flags = {f"--{name}", f"--{name.replace('_', '-')}"}
+    for i, token in enumerate(argv):
+        flag, eq, rest = token.partition("=")
+        if flag in flags:
+            if eq:
+                value = rest
+            elif i + 1 < len(argv):
+                value = argv[i + 1]
+    return value
+
+
+def _check_env(name: str) -> None:
+    from revflow.envs import make_env
+
+    try:
+        make_env(name).close()
+    except (ValueError, ImportError) as err:
+        raise UsageError(str(err)) from err
+
+
+def _agent_class(algo: str) -> Any:
+    from revflow.agents.registry import get_agent_class
+
+    try:
+        return get_agent_class(algo)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def _train_command(argv: Sequence[str]) -> int:
+    resume = _option_value(argv, "resume")
+    if resume is not None:
+        others = [t for t in argv if t.partition("=")[0] != "--resume" and t != resume]
+        if others:
+            raise UsageError(f"--resume takes no other options (got {' '.join(others)})")
+        from revflow import engine
+
+        try:
+            engine.resume(resume)
+        except (FileNotFoundError, engine.ConfigMismatchError) as err:
+            raise UsageError(str(err)) from err
+        return 0
+
+    algo = _option_value(argv, "algo") or TrainConfig.algo
+    preset = _option_value(argv, "preset") or "reference"
+    cls = _agent_class(algo)
+    try:
+        agent_default = cls.Config.from_preset(preset)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    command = dataclasses.make_dataclass(
+        "TrainCommand",
+        [
+            (
+                "train",
+                Annotated[TrainConfig, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default=dataclasses.replace(TrainConfig(), algo=algo)),
+            ),
+            ("agent", cls.Config, dataclasses.field(default=agent_default)),
+            ("preset", str, dataclasses.field(default=preset)),
+            ("resume", str | None, dataclasses.field(default=None)),
+        ],
+    )
+    command.__doc__ = (
+        f"Train an agent. Agent options are those of --algo {algo} "
+        f"({cls.Config.__name__}, defaults of --preset {preset}); presets: "
+        f"{', '.join(sorted(cls.Config.PRESETS))}. --resume RUN_DIR continues a killed run "
+        "(no other options)."
+    )
+    parsed = tyro.cli(command, args=list(argv), prog="revflow train")
+    cfg: TrainConfig = parsed.train
+    try:
+        cfg.validate()
+        parsed.agent.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    _check_env(cfg.env)
+
+    from revflow import engine
+
+    try:
+        run_dir = engine.train(cfg, parsed.agent)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from err
+    print(f"run saved in {run_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate the latest checkpoint of a run and report mean ± std return."""
+
+    #: The run directory (holds config.json and checkpoints/).
+    run_dir: tyro.conf.Positional[str]
+    #: Acting mode: best-of-n (the reference protocol), sample or explore.
+    mode: str = "best-of-n"
+    #: Number of episodes (vectorised).
+    episodes: int = 10
+    #: Seed of the evaluation environments and policy noise.
+    seed: int = 12345
+    #: Also render one episode headlessly to this file (.mp4 needs imageio-ffmpeg; .gif
+    #: works with plain imageio).
+    video: str | None = None
+
+
+def _check_video_writer(path: str) -> None:
+    try:
+        import imageio.v2  # noqa: F401
+    except ImportError as err:
+        raise UsageError("--video needs imageio: pip install imageio imageio-ffmpeg") from err
+    if Path(path).suffix.lower() in (".mp4", ".mkv", ".mov", ".avi", ".webm"):
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError as err:
+            raise UsageError(
+                f"--video {path} needs imageio-ffmpeg for {Path(path).suffix}: "
+                "pip install imageio-ffmpeg (or write a .gif)"
+            ) from err
+
+
+def _eval_command(argv: Sequence[str]) -> int:
+    from revflow.agents.base import ACT_MODES
+
+    args = tyro.cli(EvalArgs, args=list(argv), prog="revflow eval")
+    if args.mode not in ACT_MODES:
+        raise UsageError(f"unknown --mode {args.mode!r}; expected one of {', '.join(ACT_MODES)}")
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.video:
+        _check_video_writer(args.video)
+
+    from revflow import engine
+    from revflow.checkpoint import CheckpointError
+
+    try:
+        agent, state, cfg, step = engine.load_agent(args.run_dir)
+    except (FileNotFoundError, CheckpointError, engine.ConfigMismatchError) as err:
+        raise UsageError(str(err)) from err
+    mean, std, _ = engine.evaluate(agent, state, cfg.env, args.episodes, args.mode, args.seed)
+    print(
+        f"{cfg.algo} on {cfg.env}, checkpoint at step {step}, mode {args.mode}: "
+        f"return {mean:.2f} ± {std:.2f} over {args.episodes} episodes"
+    )
+    if args.video:
+        frames = engine.render_episode(agent, state, cfg.env, args.mode, args.seed)
+        import imageio.v2 as imageio
+
+        imageio.mimsave(args.video, frames, fps=30)
+        print(f"video of one episode ({len(frames)} frames) written to {args.video}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench, toy, entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _bench_command(argv: Sequence[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: revflow bench throughput [--help] [OPTIONS]")
+        return 0
+    if argv[0] != "throughput":
+        raise UsageError(f"unknown bench {argv[0]!r}; available: throughput")
+    from revflow.bench import ThroughputArgs, run_throughput
+
+    args = tyro.cli(ThroughputArgs, args=list(argv[1:]), prog="revflow bench throughput")
+    _agent_class(args.algo)
+    try:
+        _agent_class(args.algo).Config.from_preset(args.preset)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    _check_env(args.env)
+    run_throughput(args)
+    return 0
+
+
+def _toy_command(argv: Sequence[str]) -> int:
+    from revflow.toy.command import ToyArgs, run_toy
+
+    run_toy(tyro.cli(ToyArgs, args=list(argv), prog="revflow toy"))
+    return 0
+
+
+COMMANDS = {"train": _train_command, "eval": _eval_command, "bench": _bench_command}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``revflow`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    handler = {**COMMANDS, "toy": _toy_command}.get(command)
+    if handler is None:
+        return _fail(f"unknown command {command!r}; expected one of train, eval, bench, toy")
+    try:
+        return handler(rest)
+    except UsageError as err:
+        return _fail(str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
