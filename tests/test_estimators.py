@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from revflow import paths
+from revflow.analytic import GaussianMixture
 from revflow.estimators import (
     PosteriorEstimate,
     estimate_posterior_mean,
@@ -27,50 +28,16 @@ CONTROL_VARIATES = ["none", "gradient", 0.5, "optimal", "optimal-isotropic"]
 
 
 # ----------------------------------------------------------------------------- closed forms
-class Mixture:
-    """Isotropic Gaussian mixture p1 = sum_k pi_k N(m_k, s_k^2 I)."""
-
-    def __init__(self, weights, means, stds):
-        self.w = np.asarray(weights, np.float64)
-        self.m = np.asarray(means, np.float64)
-        self.s = np.asarray(stds, np.float64)
-
-    def log_prob(self, x):
-        d = x.shape[-1]
-        sq = jnp.sum((x[None, :] - self.m) ** 2, axis=-1)
-        comp = -0.5 * sq / self.s**2 - d * jnp.log(self.s) + jnp.log(self.w)
-        return jax.scipy.special.logsumexp(comp)
-
-    def posterior_mean(self, x_t, a, b):
-        """E[x1 | x_t] under N(x1; x_t/a, (b/a)^2) * p1(x1), exactly."""
-        x_t = np.asarray(x_t, np.float64)
-        d = x_t.shape[-1]
-        r2 = (b / a) ** 2
-        y = x_t / a
-        var_marg = self.s**2 + r2
-        logw = (
-            np.log(self.w)
-            - 0.5 * np.sum((y - self.m) ** 2, axis=-1) / var_marg
-            - 0.5 * d * np.log(var_marg)
-        )
-        post_w = np.exp(logw - logw.max())
-        post_w /= post_w.sum()
-        v = 1.0 / (1.0 / self.s**2 + 1.0 / r2)
-        means = (self.m / self.s[:, None] ** 2 + y / r2) * v[:, None]
-        return post_w @ means
-
-
-GAUSS = Mixture([1.0], [[0.5, -1.0]], [0.7])
-MIX = Mixture([0.3, 0.7], [[-1.5, 0.0], [1.0, 1.0]], [0.3, 0.5])
+GAUSS = GaussianMixture((1.0,), ((0.5, -1.0),), (0.7,))
+MIX = GaussianMixture((0.3, 0.7), ((-1.5, 0.0), (1.0, 1.0)), (0.3, 0.5))
 
 
 def _noisy_point(target, path, t, seed):
     """x_t drawn from the path's marginal: x1 ~ p1 (component sample), x0 ~ N(0, I) with
     |x0| capped at 1.5 (a typical point: far-tail x_t make every SNIS estimator's ESS tiny)."""
     rng = np.random.default_rng(seed)
-    k = rng.choice(len(target.w), p=target.w)
-    x1 = target.m[k] + target.s[k] * rng.standard_normal(target.m.shape[1])
-    x0 = rng.standard_normal(target.m.shape[1])
+    x1 = target.sample(rng, 1)[0]
+    x0 = rng.standard_normal(target.dim)
     x0 *= min(1.0, 1.5 / np.linalg.norm(x0))
     return np.float32(float(path.alpha(t))) * x1 + np.float32(float(path.beta(t))) * x0
 
