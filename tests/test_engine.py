@@ -313,7 +313,8 @@ def test_evaluate_vectorised() -> None:
 @pytest.mark.slow
 def test_sac_learns_pendulum(tmp_path: Path) -> None:
     """SAC (fast preset) on Pendulum-v1, 7000 env steps (~1 min on 2 cores). Measured: the
-    untrained policy scores about -1200 to -1600, SAC about -150 to -250 by 6000 steps."""
+    untrained policy scores -1480 and -1611 (seeds 0, 1; 10 episodes), SAC after 7000
+    steps -167 and -167."""
     cfg = TrainConfig(
         algo="sac",
         env=ENV,
