@@ -28,7 +28,9 @@ import jax.numpy as jnp
 import optax
 
 from revflow.agents.base import Agent, AgentConfig, Array, Batch, Metrics, require
+from revflow.agents.common import critic_td_step, make_optimizer
 from revflow.agents.registry import register
+from revflow.estimators import log_sech2
 from revflow.networks import MLP, Critic
 
 __all__ = ["SAC", "SACConfig", "SACState"]
@@ -133,8 +135,7 @@ def _squashed_gaussian(mean: Array, log_std: Array, key: Array) -> tuple[Array, 
     eps = jax.random.normal(key, mean.shape, mean.dtype)
     u = mean + std * eps
     log_prob_u = -0.5 * eps**2 - log_std - 0.5 * math.log(2.0 * math.pi)
-    # log |d tanh(u) / du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable.
-    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    log_det = log_sech2(u)  # log |d tanh(u) / du|
     return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
 
 
@@ -168,13 +169,8 @@ class SAC(Agent):
             float(c.target_entropy) if c.target_entropy is not None else -float(act_dim)
         )
 
-        def opt(lr: float) -> optax.GradientTransformation:
-            if c.max_grad_norm > 0:
-                return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr))
-            return optax.adam(lr)
-
-        self.actor_opt = opt(c.actor_lr)
-        self.critic_opt = opt(c.critic_lr)
+        self.actor_opt = make_optimizer(c.actor_lr, c.max_grad_norm)
+        self.critic_opt = make_optimizer(c.critic_lr, c.max_grad_norm)
         self.alpha_opt = optax.adam(c.alpha_lr)
 
     # -- state ------------------------------------------------------------------------------
@@ -227,19 +223,11 @@ class SAC(Agent):
         next_action, next_logp = _squashed_gaussian(next_mean, next_log_std, k_next)
         next_q = self.critic_net.apply(state.target_critic_params, batch.next_obs, next_action)
         soft_value = jnp.min(next_q, axis=0) - alpha * next_logp
-        target = jax.lax.stop_gradient(batch.reward + batch.discount * soft_value)
+        target = batch.reward + batch.discount * soft_value
 
-        def critic_loss_fn(params: Any) -> tuple[Array, Array]:
-            q = self.critic_net.apply(params, batch.obs, batch.action)  # (K, B)
-            return jnp.mean(jnp.sum((q - target[None]) ** 2, axis=0)) / q.shape[0], q
-
-        (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            state.critic_params
+        critic_params, critic_opt, critic_metrics = critic_td_step(
+            self.critic_net, self.critic_opt, state.critic_params, state.critic_opt, batch, target
         )
-        critic_updates, critic_opt = self.critic_opt.update(
-            critic_grads, state.critic_opt, state.critic_params
-        )
-        critic_params = optax.apply_updates(state.critic_params, critic_updates)
 
         # Actor: reparameterised, against the freshly updated critics.
         def actor_loss_fn(params: Any) -> tuple[Array, Array]:
@@ -283,15 +271,11 @@ class SAC(Agent):
             step=state.step + 1,
         )
         metrics = {
-            "critic_loss": critic_loss,
+            **critic_metrics,
             "actor_loss": actor_loss,
             "alpha_loss": alpha_loss,
             "alpha": jnp.exp(log_alpha),
             "entropy": -jnp.mean(logp),
-            "q_mean": jnp.mean(q),
-            "q_std": jnp.std(q),
-            "target_q_mean": jnp.mean(target),
-            "critic_grad_norm": optax.tree.norm(critic_grads),
             "actor_grad_norm": optax.tree.norm(actor_grads),
         }
         return new_state, metrics
