@@ -126,6 +126,7 @@ def flow_ode_sample(
     t_start: ArrayLike = 0.0,
     t_end: ArrayLike = 1.0,
     method: str = "euler",
+    unroll: bool = False,
 ) -> Array:
     """Integrate ``dx/dt = velocity_fn(t, x)`` from ``t_start`` to ``t_end`` on a uniform grid.
 
@@ -133,7 +134,9 @@ def flow_ode_sample(
     leading dims) and returns an array of that shape. ``method``: ``"euler"`` (one velocity
     evaluation per step, first order) or ``"heun"`` (two, second order; the last step
     evaluates the field at ``t_end``). Reference actor: ``num_steps=10, t_start=0.01,
-    t_end=0.99, method="euler"`` (method note §6).
+    t_end=0.99, method="euler"`` (method note §6). ``unroll=True`` unrolls the loop: XLA
+    then fuses across steps and its cost analysis counts every step (a rolled loop's body
+    is counted once); worth it for the few steps of a policy, not for 100-step diffusion.
     """
     _check_steps(num_steps)
     step = _flow_step(method, velocity_fn)
@@ -143,7 +146,7 @@ def flow_ode_sample(
     def body(k, x):
         return step(x, ts[k], ts[k + 1])
 
-    return jax.lax.fori_loop(0, num_steps, body, x0)
+    return jax.lax.fori_loop(0, num_steps, body, x0, unroll=bool(unroll))
 
 
 def _coefs(path: Path, t: Array, t_next: Array) -> tuple[Array, ...]:

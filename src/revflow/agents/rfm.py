@@ -271,7 +271,7 @@ class RFM(Agent):
         def velocity(t: Array, u: Array) -> Array:
             return self.velocity_net.apply(actor_params, t, u, lam=lam, cond_features=feats)
 
-        return flow_ode_sample(velocity, u0, c.num_flow_steps, c.t_min, c.t_max)
+        return flow_ode_sample(velocity, u0, c.num_flow_steps, c.t_min, c.t_max, unroll=True)
 
     def _policy_latent(
         self, state: RFMState, key: Array, obs: Array, mode: str, critic_params: Any = None
