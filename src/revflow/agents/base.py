@@ -82,7 +82,9 @@ class Agent(abc.ABC):
 
     def __init__(self, config: AgentConfig, obs_dim: int, act_dim: int):
         if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config)}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config)}"
+            )
         config.validate()
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"obs_dim and act_dim must be >= 1, got {obs_dim}, {act_dim}")
