@@ -83,7 +83,7 @@ def _mixture(name: str, description: str, centers: np.ndarray, std: float) -> Ta
         return mus[comp] + std * jax.random.normal(k2, (n, 2))
 
     extent = float(np.max(np.abs(centers)) + 4.0 * std + 0.3)
-    return Target(name, description, log_prob, sampler, centers, 3.0 * std, extent)
+    return Target(name, description, log_prob, sampler, centers, 2.0 * std, extent)
 
 
 def _ring_centers(num: int = 8, radius: float = 3.0) -> np.ndarray:
