@@ -101,6 +101,18 @@ def _check_t_range(t: Any) -> None:
         raise ValueError(f"t must lie in the open interval (0, 1), got {float(bad)!r}")
 
 
+def _as_float_arrays(x_t: Any, t: Any, shape: str, ndim: int) -> tuple[Array, Array]:
+    """x_t as a floating array of rank ``ndim`` (else a ValueError naming ``shape``), t in
+    the same dtype."""
+    x_t = jnp.asarray(x_t)
+    if x_t.ndim != ndim:
+        hint = "; use estimate_posterior_mean_batch" if ndim == 1 else ""
+        raise ValueError(f"x_t must have shape {shape}, got {x_t.shape}{hint}")
+    if not jnp.issubdtype(x_t.dtype, jnp.floating):
+        x_t = x_t.astype(jnp.result_type(float))
+    return x_t, jnp.asarray(t, x_t.dtype)
+
+
 def log_sech2(u: Array) -> Array:
     """log(sech(u)^2) = log(1 - tanh(u)^2), computed stably for large |u|."""
     return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
@@ -229,30 +241,12 @@ def estimate_posterior_mean(
         PosteriorEstimate with x1, x0 of shape (D,), scalar ess, coefficient and variance (D,).
     """
     _validate(control_variate, num_samples, ridge, clip)
-    x_t = jnp.asarray(x_t)
-    if x_t.ndim != 1:
-        raise ValueError(
-            f"x_t must have shape (D,), got {x_t.shape}; use estimate_posterior_mean_batch"
-        )
-    if not jnp.issubdtype(x_t.dtype, jnp.floating):
-        x_t = x_t.astype(jnp.result_type(float))
-    t = jnp.asarray(t, x_t.dtype)
+    x_t, t = _as_float_arrays(x_t, t, "(D,)", 1)
     if jnp.ndim(t) != 0:
         raise ValueError(f"t must be a scalar, got shape {jnp.shape(t)}")
     _check_t_range(t)
-    return _estimate(
-        key,
-        log_target,
-        x_t,
-        t,
-        path,
-        num_samples,
-        control_variate,
-        ridge,
-        clip,
-        latent_tanh,
-        None,
-    )
+    args = (num_samples, control_variate, ridge, clip, latent_tanh, None)
+    return _estimate(key, log_target, x_t, t, path, *args)
 
 
 def estimate_posterior_mean_batch(
@@ -282,13 +276,8 @@ def estimate_posterior_mean_batch(
         PosteriorEstimate with leading dimension B on every field.
     """
     _validate(control_variate, num_samples, ridge, clip)
-    x_t = jnp.asarray(x_t)
-    if x_t.ndim != 2:
-        raise ValueError(f"x_t must have shape (B, D), got {x_t.shape}")
-    if not jnp.issubdtype(x_t.dtype, jnp.floating):
-        x_t = x_t.astype(jnp.result_type(float))
+    x_t, t = _as_float_arrays(x_t, t, "(B, D)", 2)
     batch = x_t.shape[0]
-    t = jnp.asarray(t, x_t.dtype)
     if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and jnp.shape(t)[0] != batch):
         raise ValueError(f"t must be a scalar or have shape ({batch},), got {jnp.shape(t)}")
     if cond is not None:
