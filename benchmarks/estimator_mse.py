@@ -21,9 +21,7 @@ from revflow import paths
 from revflow.analytic import GaussianMixture
 from revflow.estimators import estimate_posterior_mean
 
-TARGET = GaussianMixture(
-    (0.3, 0.3, 0.4), ((-1.5, 0.0), (1.0, 1.0), (0.5, -1.5)), (0.3, 0.5, 0.4)
-)
+TARGET = GaussianMixture((0.3, 0.3, 0.4), ((-1.5, 0.0), (1.0, 1.0), (0.5, -1.5)), (0.3, 0.5, 0.4))
 ESTIMATORS = ("none", "gradient", "0.5", "optimal", "optimal-isotropic")
 LABELS = {
     "none": "noise (eta=0)",
@@ -42,7 +40,8 @@ def _estimates(keys, x_t, t, path, k, cv):
     )(keys, x_t)
 
 
-def rmse_table(ts, k, points, reps, seed=0, path=paths.Linear()):
+def rmse_table(ts, k, points, reps, seed=0, path=None):
+    path = paths.Linear() if path is None else path
     rng = np.random.default_rng(seed)
     rows = {}
     for t in ts:
