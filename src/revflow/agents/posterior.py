@@ -392,6 +392,9 @@ class PosteriorTargetAgent(Agent):
             temp_embed_dim=c.embed_dim,
         )
         self.critic_net = Critic(num_critics=c.num_critics, hidden=tuple(c.critic_hidden))
+        with jax.ensure_compile_time_eval():
+            a0, b0 = self.path.alpha(c.t_min), self.path.beta(c.t_min)
+            self._diffusion_init_scale = float(jnp.sqrt(a0**2 + b0**2))
         actor_lr: Any = c.actor_lr
         if c.actor_lr_end is not None:
             actor_lr = optax.linear_schedule(c.actor_lr, c.actor_lr_end, c.lr_decay_updates)
@@ -449,8 +452,7 @@ class PosteriorTargetAgent(Agent):
 
     def _init_scale(self) -> float:
         """Std of the diffusion sampler's start: the marginal std at t_min for x1 ~ N(0, I)."""
-        t0 = self.config.t_min
-        return float(jnp.sqrt(self.path.alpha(t0) ** 2 + self.path.beta(t0) ** 2))
+        return self._diffusion_init_scale
 
     def sample_particles(
         self, actor_params: Any, key: Array, obs: Array, lam: Array, num_particles: int

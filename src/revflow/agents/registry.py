@@ -19,8 +19,11 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
+    import revflow.agents.dqs
+    import revflow.agents.qne
     import revflow.agents.rfm
-    import revflow.agents.sac  # noqa: F401
+    import revflow.agents.sac
+    import revflow.agents.sdac  # noqa: F401
 
 
 def available() -> list[str]:
