@@ -67,7 +67,7 @@ def test_registered_with_published_defaults():
         0.02,
         32,
     )
-    assert (q.entropy_backup, q.endpoint_source, q.t_min) == (True, "replay", 1e-3)
+    assert (q.entropy_backup, q.endpoint_source, q.t_min, q.t_max) == (True, "replay", 0.02, 0.999)
     d = make_config("dqs")
     assert (d.path, d.ve_sigma_min, d.ve_sigma_max, d.control_variate) == (
         "ve",

@@ -35,6 +35,14 @@ plain :class:`PosteriorTargetConfig`, which is the ``rfm`` config):
 Evaluation mode "best-of-n" always takes the highest-Q of ``num_particles`` samples; "sample"
 is one plain draw; "explore" uses ``explore_pick``.
 
+Noise end of diffusion samplers. On VP paths alpha_t -> 0 as t -> 0, and the first
+sampler step multiplies the network's eps error by ~alpha_{t_1}/alpha_{t_0}. In the
+unbounded tanh latent that error is not clipped: measured on Pendulum after 200 updates
+(qne fast, 10 steps), starting at t_min = 1e-3 gave latent samples with median |u| ~ 170
+(saturated actions, log pi ~ +460), starting at 0.02 median |u| ~ 0.9. The diffusion agents
+therefore start at t_min = 0.02 (a choice: the published t_min = 1e-3 of QNE is the DATA end
+in diffusion time, our t_max = 1 - 1e-3).
+
 Log-likelihood of the policy (``entropy_backup``). a' is drawn with the DETERMINISTIC version
 of the policy sampler (probability-flow DDIM for diffusion, the Euler/Heun ODE for flows) from
 u(t_min) ~ N(0, s0^2 I), s0^2 = alpha_{t_min}^2 + beta_{t_min}^2, and its latent density is

@@ -15,7 +15,8 @@ r + discount (min_k Qbar_k(s', a') - lam log pi(a'|s')), a' one draw of the prob
 (:mod:`revflow.agents.posterior`, module docstring); ``entropy_backup=False`` switches it off.
 
 Published defaults (baselines note): 500 candidates, lam 0.02 (RFM comparison), 20 steps,
-evaluation best of 32 by Q (``best-of-n`` with 32 particles), t_min 1e-3, log-likelihood from
+evaluation best of 32 by Q (``best-of-n`` with 32 particles), t_min 1e-3 (diffusion time, the
+data end: our t_max = 1 - 1e-3), log-likelihood from
 the probability-flow ODE with 20 steps.
 
 Departures: (1) candidates are not truncated to the action box; the policy lives in the tanh
@@ -46,7 +47,8 @@ class QNEConfig(SwitchableConfig):
     parameterisation: str = "eps"
     sampler: str = "ddpm"
     num_flow_steps: int = 20
-    t_min: float = 1e-3
+    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
+    t_min: float = 0.02
     t_max: float = 1.0 - 1e-3
     time_scale: float = 1000.0
     control_variate: str = "none"

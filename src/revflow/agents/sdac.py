@@ -53,7 +53,8 @@ class SDACConfig(SwitchableConfig):
     parameterisation: str = "eps"
     sampler: str = "ddpm"
     num_flow_steps: int = 20
-    t_min: float = 1e-3
+    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
+    t_min: float = 0.02
     t_max: float = 1.0 - 1e-3
     time_scale: float = 1000.0
     control_variate: str = "none"
