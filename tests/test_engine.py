@@ -176,7 +176,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
         env=env,
     )
     run = killed_root / "gym_Pendulum-v1" / "sac" / "seed5"
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 600  # generous: a loaded CI machine is slow, not broken
     try:
         while (latest_step(run) or 0) < 400:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
