@@ -19,6 +19,7 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
+    import revflow.agents.dacer
     import revflow.agents.dqs
     import revflow.agents.qne
     import revflow.agents.rfm
