@@ -21,9 +21,11 @@ def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
     import revflow.agents.dacer
     import revflow.agents.dipo
+    import revflow.agents.dpmd
     import revflow.agents.dqs
     import revflow.agents.qne
     import revflow.agents.qsm
+    import revflow.agents.qvpo
     import revflow.agents.rfm
     import revflow.agents.sac
     import revflow.agents.sdac  # noqa: F401
