@@ -50,7 +50,7 @@ import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.common import critic_td_step
-from revflow.agents.posterior import PosteriorState, PosteriorTargetAgent, SwitchableConfig
+from revflow.agents.posterior import DiffusionConfig, PosteriorState, PosteriorTargetAgent
 from revflow.agents.registry import register
 
 __all__ = ["DACER", "DACERConfig", "DACERState", "gaussian_fit_entropy"]
@@ -70,18 +70,9 @@ def gaussian_fit_entropy(samples: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DACERConfig(SwitchableConfig):
+class DACERConfig(DiffusionConfig):
     """DACER defaults (module docstring); the rest is RFM's critic and network."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler: 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
     explore_pick: str = "sample"
     train_pick: str = "sample"
     #: Exploration noise std = explore_noise * alpha (0.15 on Humanoid, 0.1 elsewhere).

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 
 from revflow.agents.base import Array, require
-from revflow.agents.posterior import SwitchableConfig
+from revflow.agents.posterior import DiffusionConfig
 from revflow.agents.qvpo import WeightedDenoisingAgent
 from revflow.agents.registry import register
 
@@ -50,18 +50,9 @@ def dpmd_weights(q: Array, alpha: float, eps: float = 1e-6) -> tuple[Array, Arra
 
 
 @dataclasses.dataclass(frozen=True)
-class DPMDConfig(SwitchableConfig):
+class DPMDConfig(DiffusionConfig):
     """DPMD defaults (module docstring); ``lam`` only conditions the shared network."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
     #: Best-of-N by Q for acting, evaluation and the TD next action.
     num_particles: int = 32
     explore_pick: str = "best"

@@ -316,6 +316,22 @@ class SwitchableConfig(PosteriorTargetConfig):
     lr_decay_updates: int = 200_000
 
 
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig(SwitchableConfig):
+    """Switch defaults of the diffusion baselines (baselines note): VP-cosine path,
+    eps-prediction, 20 ancestral (DDPM) steps, network time input 1000 t."""
+
+    policy: str = "diffusion"
+    path: str = "vp-cosine"
+    parameterisation: str = "eps"
+    sampler: str = "ddpm"
+    num_flow_steps: int = 20
+    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see the module docstring.
+    t_min: float = 0.02
+    t_max: float = 1.0 - 1e-3
+    time_scale: float = 1000.0
+
+
 @flax.struct.dataclass
 class PosteriorState:
     """Everything a posterior-target update reads and writes (a pytree)."""

@@ -32,25 +32,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from revflow.agents.posterior import PosteriorTargetAgent, SwitchableConfig
+from revflow.agents.posterior import DiffusionConfig, PosteriorTargetAgent
 from revflow.agents.registry import register
 
 __all__ = ["QNE", "QNEConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class QNEConfig(SwitchableConfig):
+class QNEConfig(DiffusionConfig):
     """QNE / MaxEntDP defaults (module docstring); the rest is RFM's critic and network."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
     control_variate: str = "none"
     num_reverse_samples: int = 500
     lam: float = 0.02

@@ -39,7 +39,7 @@ import optax
 from revflow import estimators
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.common import critic_td_step
-from revflow.agents.posterior import REPLAY_CLIP, PosteriorTargetAgent, SwitchableConfig
+from revflow.agents.posterior import REPLAY_CLIP, DiffusionConfig, PosteriorTargetAgent
 from revflow.agents.registry import register
 from revflow.losses import regression_loss
 
@@ -47,18 +47,9 @@ __all__ = ["QSM", "ActorLossAgent", "ActorLossConfig", "QSMConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ActorLossConfig(SwitchableConfig):
+class ActorLossConfig(DiffusionConfig):
     """Diffusion defaults of qne.py plus the Gaussian action noises of TD3-style agents."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
     explore_pick: str = "sample"
     train_pick: str = "sample"
     endpoint_source: str = "replay"

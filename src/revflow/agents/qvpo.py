@@ -40,9 +40,9 @@ from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.common import critic_td_step
 from revflow.agents.posterior import (
     REPLAY_CLIP,
+    DiffusionConfig,
     PosteriorState,
     PosteriorTargetAgent,
-    SwitchableConfig,
 )
 from revflow.agents.registry import register
 from revflow.losses import generative_loss
@@ -59,7 +59,7 @@ def qvpo_weights(q: Array) -> Array:
 class WeightedDenoisingAgent(PosteriorTargetAgent):
     """Critic TD step, then the policy's own samples u1 (B, N, D) re-noised and regressed
     with per-sample weights w = :meth:`sample_weights` (module docstring). Config needs
-    ``num_policy_samples`` and the diffusion switches of :class:`SwitchableConfig`."""
+    ``num_policy_samples`` and the diffusion switches of :class:`DiffusionConfig`."""
 
     METRICS: ClassVar[dict[str, str]] = {
         "critic_loss": "mean squared TD error, averaged over the critic ensemble",
@@ -195,19 +195,10 @@ class WeightedDenoisingAgent(PosteriorTargetAgent):
 
 
 @dataclasses.dataclass(frozen=True)
-class QVPOConfig(SwitchableConfig):
+class QVPOConfig(DiffusionConfig):
     """QVPO defaults (module docstring); the rest is RFM's critic and network.
     ``lam`` only conditions the shared network (QVPO has no Boltzmann temperature)."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
     #: Evaluation: best of 32 by Q ("best-of-n").
     num_particles: int = 32
     explore_pick: str = "best"

@@ -40,10 +40,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 from revflow.agents.posterior import (
+    DiffusionConfig,
     PosteriorState,
     PosteriorTargetAgent,
     PosteriorTargetConfig,
-    SwitchableConfig,
     parse_control_variate,
 )
 from revflow.agents.registry import register
@@ -96,20 +96,10 @@ class RFM(PosteriorTargetAgent):
 
 
 @dataclasses.dataclass(frozen=True)
-class RFMDiffusionConfig(SwitchableConfig):
+class RFMDiffusionConfig(DiffusionConfig):
     """``rfm-diffusion``: RFM's reference defaults (critic, particles, K = 100, optimal c*,
     lam 0.02) with a diffusion policy: VP cosine path, eps-prediction, 20 DDPM steps on
     t in [0.02, 1] (training t ~ U[0.02, 1 - 1e-3]), the net sees 1000 t."""
-
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},

@@ -38,25 +38,16 @@ import jax.numpy as jnp
 import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
-from revflow.agents.posterior import PosteriorState, PosteriorTargetAgent, SwitchableConfig
+from revflow.agents.posterior import DiffusionConfig, PosteriorState, PosteriorTargetAgent
 from revflow.agents.registry import register
 
 __all__ = ["SDAC", "SDACConfig", "SDACState"]
 
 
 @dataclasses.dataclass(frozen=True)
-class SDACConfig(SwitchableConfig):
+class SDACConfig(DiffusionConfig):
     """SDAC defaults (module docstring); ``lam`` is unused (lam = alpha / q_scale)."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
-    num_flow_steps: int = 20
-    #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see posterior.py.
-    t_min: float = 0.02
-    t_max: float = 1.0 - 1e-3
-    time_scale: float = 1000.0
     control_variate: str = "none"
     num_reverse_samples: int = 64
     num_particles: int = 32
