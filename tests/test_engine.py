@@ -108,8 +108,31 @@ def test_smoke_run_outputs(tmp_path: Path) -> None:
     assert step == 600 and loaded_cfg == cfg
     assert int(state.step) == 400
 
-    # A finished run resumes to a no-op; training into it again is refused.
+    result = engine.read_result(run)
+    last_eval = evals[-1]
+    assert result == {
+        "complete": True,
+        "algo": "sac",
+        "label": "sac",
+        "env": cfg.env,
+        "seed": 3,
+        "env_steps": 600,
+        "updates": 400,
+        "episodes": 3,
+        "last_ckpt": 600,
+        "final_eval": {
+            "step": 600,
+            "return_mean": float(last_eval["eval/return_mean"]),
+            "return_std": float(last_eval["eval/return_std"]),
+        },
+    }
+
+    # A finished run resumes to a no-op (rewriting a lost result.json from eval.csv);
+    # training into it again is refused.
+    (run / "result.json").unlink()
+    assert engine.read_result(run) is None
     assert resume(run) == run
+    assert engine.read_result(run) == result
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, agent_cfg)
 
@@ -140,6 +163,8 @@ def test_metric_names_documented() -> None:
         ("buffer_size", 0),
         ("batch_size", 0),
         ("log_every", 0),
+        ("label", ""),
+        ("label", "a/b"),
     ],
 )
 def test_train_config_validation(field: str, value) -> None:

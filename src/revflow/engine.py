@@ -62,11 +62,14 @@ __all__ = [
     "load_run",
     "render_episode",
     "resume",
+    "read_result",
     "run_dir_for",
     "train",
 ]
 
 CONFIG_FILE = "config.json"
+#: Written atomically when a run has finished all its steps (plain JSON, see `_Trainer.write_result`).
+RESULT_FILE = "result.json"
 
 
 class NumericalError(FloatingPointError):
@@ -89,6 +92,9 @@ class TrainConfig:
 
     #: Registered algorithm name (``revflow.agents.registry.available()``).
     algo: str = "rfm"
+    #: Name of this run's variant in its run directory and in reports (None: ``algo``);
+    #: ``revflow sweep`` sets it for config-override grids, e.g. ``rfm.control_variate-none``.
+    label: str | None = None
     #: Environment name, ``dmc:<domain>-<task>`` or ``gym:<Id>``.
     env: str = "dmc:cheetah-run"
     #: Seed of everything: network init, replay sampling, exploration, env resets.
@@ -166,6 +172,12 @@ class TrainConfig:
         require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         require(0 <= self.seed < 2**31, "seed", self.seed, "must be in [0, 2**31)")
+        require(
+            self.label is None or (bool(self.label) and _sanitize(self.label) == self.label),
+            "label",
+            self.label,
+            "must be None or a non-empty name of letters, digits, '_', '.', '-'",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,8 +190,20 @@ def _sanitize(name: str) -> str:
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
-    """``<run_dir>/<env>/<algo>/seed<seed>`` with ':' and other odd characters as '_'."""
-    return Path(cfg.run_dir) / _sanitize(cfg.env) / _sanitize(cfg.algo) / f"seed{cfg.seed}"
+    """``<run_dir>/<env>/<label or algo>/seed<seed>`` with ':' and other odd characters as '_'."""
+    name = cfg.label or cfg.algo
+    return Path(cfg.run_dir) / _sanitize(cfg.env) / _sanitize(name) / f"seed{cfg.seed}"
+
+
+def read_result(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``result.json`` of a finished run (None while it is unfinished or never started)."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is unreadable or not JSON: {err}") from err
 
 
 def _resolved_batch_size(cfg: TrainConfig, agent_cfg: AgentConfig) -> int:
@@ -447,6 +471,7 @@ class _Trainer:
         self.update_fn = _make_update(self.agent)
         self.eval_act = jax.jit(self.agent.act, static_argnames=("mode",))
         self.leaf_paths = _float_leaf_paths(self.state)
+        self.last_eval: tuple[int, float, float] | None = None
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -590,6 +615,29 @@ class _Trainer:
                 logger.progress(n.env_steps)
         n.last_ckpt = n.env_steps
         self.save(complete=True)
+        self.write_result()
+
+    def write_result(self) -> None:
+        """``result.json``: the run finished; its counters and its last evaluation."""
+        result: dict[str, Any] = {
+            "complete": True,
+            "algo": self.cfg.algo,
+            "label": self.cfg.label or self.cfg.algo,
+            "env": self.cfg.env,
+            "seed": self.cfg.seed,
+            **dataclasses.asdict(self.n),
+        }
+        last = self.last_eval
+        csv_path = self.run_dir / "eval.csv"
+        if last is None and csv_path.is_file():  # a resumed run that had already finished
+            rows = [r.split(",") for r in csv_path.read_text().splitlines()[1:] if r.strip()]
+            if rows:
+                last = (int(float(rows[-1][0])), float(rows[-1][1]), float(rows[-1][2]))
+        if last is not None:
+            result["final_eval"] = dict(zip(("step", "return_mean", "return_std"), last))
+        tmp = self.run_dir / (RESULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(self.run_dir / RESULT_FILE)
 
     def evaluate(self, logger: RunLogger) -> None:
         eval_seed = _episode_seed(self.cfg.seed + 7919, self.n.env_steps) % (2**30)
@@ -603,6 +651,7 @@ class _Trainer:
             act_fn=self.eval_act,
         )
         logger.log_eval(self.n.env_steps, mean, std)
+        self.last_eval = (self.n.env_steps, float(mean), float(std))
 
 
 def _make_logger(trainer: _Trainer, start_step: int) -> RunLogger:
@@ -672,5 +721,7 @@ def resume(run_dir: str | Path) -> Path:
     extra = trainer.restore()
     if extra.get("complete"):
         trainer.env.close()
+        if read_result(path) is None:  # finished before result.json existed, or crashed in between
+            trainer.write_result()
         return path
     return _execute(trainer, trainer.n.env_steps)
