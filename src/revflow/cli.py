@@ -7,6 +7,7 @@
     revflow train --resume RUN_DIR
     revflow eval RUN_DIR [--mode best-of-n|sample] [--episodes N] [--video out.mp4]
     revflow bench throughput --algo rfm [--preset reference|fast] [--env ...] [--json out.json]
+    revflow report RUNS... --out DIR [--final-window N] [--normalize-ref ENV=LOW:HIGH ...]
     revflow toy [options of the 2-D toy benchmark]
 
 ``revflow train --help`` lists every engine option and every field of the chosen algorithm's
@@ -29,7 +30,7 @@ from revflow.engine import TrainConfig
 
 __all__ = ["EvalArgs", "main"]
 
-USAGE = """usage: revflow {train,eval,bench,toy} ...
+USAGE = """usage: revflow {train,eval,bench,report,toy} ...
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
@@ -38,6 +39,9 @@ commands:
                       revflow train --resume RUN_DIR continues a killed run
   eval                evaluate the latest checkpoint of a run: revflow eval RUN_DIR
   bench throughput    compile time, updates/s, env steps/s and GFLOP/s of an agent
+  report              learning curves, final-score tables (mean, std, IQM with bootstrap
+                      CIs) and normalised aggregates of run directories: revflow report
+                      RUNS... --out DIR
   toy                 the 2-D Boltzmann sampling toy benchmark
 """
 
@@ -240,6 +244,24 @@ def _bench_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def _report_command(argv: Sequence[str]) -> int:
+    import warnings
+
+    from revflow.report import ReportArgs, ReportError, ReportWarning, run_report
+
+    args = tyro.cli(ReportArgs, args=list(argv), prog="revflow report")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        try:
+            path = run_report(args)
+        except ReportError as err:
+            raise UsageError(str(err)) from err
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(f"report written to {path}")
+    return 0
+
+
 def _toy_command(argv: Sequence[str]) -> int:
     from revflow.toy.command import ToyArgs, run_toy
 
@@ -247,7 +269,12 @@ def _toy_command(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train_command, "eval": _eval_command, "bench": _bench_command}
+COMMANDS = {
+    "train": _train_command,
+    "eval": _eval_command,
+    "bench": _bench_command,
+    "report": _report_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handler = {**COMMANDS, "toy": _toy_command}.get(command)
     if handler is None:
-        return _fail(f"unknown command {command!r}; expected one of train, eval, bench, toy")
+        return _fail(
+            f"unknown command {command!r}; expected one of train, eval, bench, report, toy"
+        )
     try:
         return handler(rest)
     except UsageError as err:
