@@ -7,6 +7,8 @@
     revflow train --resume RUN_DIR
     revflow eval RUN_DIR [--mode best-of-n|sample] [--episodes N] [--video out.mp4]
     revflow bench throughput --algo rfm [--preset reference|fast] [--env ...] [--json out.json]
+    revflow sweep [FILE.yaml] [--algos ...] [--envs ...] [--seeds ...] [--set K=V] [--grid K=V1,V2]
+                  [--backend local|ray] [--jobs N] [--dry-run]
     revflow report RUNS... --out DIR [--final-window N] [--normalize-ref ENV=LOW:HIGH ...]
     revflow toy [options of the 2-D toy benchmark]
 
@@ -30,7 +32,7 @@ from revflow.engine import TrainConfig
 
 __all__ = ["EvalArgs", "main"]
 
-USAGE = """usage: revflow {train,eval,bench,report,toy} ...
+USAGE = """usage: revflow {train,eval,bench,sweep,report,toy} ...
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
@@ -39,6 +41,8 @@ commands:
                       revflow train --resume RUN_DIR continues a killed run
   eval                evaluate the latest checkpoint of a run: revflow eval RUN_DIR
   bench throughput    compile time, updates/s, env steps/s and GFLOP/s of an agent
+  sweep               a grid of runs (algos x envs x seeds x overrides), local or on Ray;
+                      skips finished runs, resumes interrupted ones
   report              learning curves, final-score tables (mean, std, IQM with bootstrap
                       CIs) and normalised aggregates of run directories: revflow report
                       RUNS... --out DIR
@@ -244,6 +248,16 @@ def _bench_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def _sweep_command(argv: Sequence[str]) -> int:
+    from revflow.sweep import SweepArgs, SweepError, run_sweep
+
+    args = tyro.cli(SweepArgs, args=list(argv), prog="revflow sweep")
+    try:
+        return run_sweep(args)
+    except SweepError as err:
+        raise UsageError(str(err)) from err
+
+
 def _report_command(argv: Sequence[str]) -> int:
     import warnings
 
@@ -273,6 +287,7 @@ COMMANDS = {
     "train": _train_command,
     "eval": _eval_command,
     "bench": _bench_command,
+    "sweep": _sweep_command,
     "report": _report_command,
 }
 
@@ -287,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {**COMMANDS, "toy": _toy_command}.get(command)
     if handler is None:
         return _fail(
-            f"unknown command {command!r}; expected one of train, eval, bench, report, toy"
+            f"unknown command {command!r}; expected one of train, eval, bench, sweep, report, toy"
         )
     try:
         return handler(rest)
