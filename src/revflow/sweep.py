@@ -477,6 +477,18 @@ def _last_error(log: Path) -> str:
     return lines[-1][:400] if lines else "no output"
 
 
+def _outcome(spec: RunSpec, status: str, **fields: Any) -> dict[str, Any]:
+    """What the sweep reports about one run (plain JSON-able values)."""
+    return {
+        "label": spec.label,
+        "env": spec.env,
+        "seed": spec.seed,
+        "run_dir": spec.run_dir,
+        "status": status,
+        **fields,
+    }
+
+
 def run_subprocess(spec: RunSpec, cores: Sequence[int] | None = None) -> dict[str, Any]:
     """Run one spec in a fresh Python process (pinned to ``cores``); returns its outcome."""
     path = Path(spec.run_dir)
@@ -499,15 +511,9 @@ def run_subprocess(spec: RunSpec, cores: Sequence[int] | None = None) -> dict[st
             preexec_fn=pin if cores else None,
             check=False,
         )
-    outcome = {
-        "label": spec.label,
-        "env": spec.env,
-        "seed": spec.seed,
-        "run_dir": spec.run_dir,
-        "before": before,
-        "seconds": time.time() - t0,
-        "returncode": proc.returncode,
-    }
+    outcome = _outcome(
+        spec, "", before=before, seconds=time.time() - t0, returncode=proc.returncode
+    )
     if proc.returncode == 0:
         result = read_result(path) or {}
         outcome["status"] = "done" if before == "new" else "resumed"
@@ -582,14 +588,7 @@ def _run_ray(
                 try:
                     outcome = ray.get(ref)
                 except Exception as err:  # the task itself died (node lost, ...)
-                    outcome = {
-                        "label": spec.label,
-                        "env": spec.env,
-                        "seed": spec.seed,
-                        "run_dir": spec.run_dir,
-                        "status": "failed",
-                        "error": f"ray task failed: {err}",
-                    }
+                    outcome = _outcome(spec, "failed", error=f"ray task failed: {err}")
                 report(outcome)
                 outcomes.append(outcome)
         return outcomes
@@ -623,25 +622,10 @@ def execute(
     for spec in specs:
         state, detail = run_state(spec)
         if state == "done":
-            outcome = {
-                "label": spec.label,
-                "env": spec.env,
-                "seed": spec.seed,
-                "run_dir": spec.run_dir,
-                "status": "skipped",
-                "final_return": ((read_result(spec.run_dir) or {}).get("final_eval") or {}).get(
-                    "return_mean"
-                ),
-            }
+            final = (read_result(spec.run_dir) or {}).get("final_eval") or {}
+            outcome = _outcome(spec, "skipped", final_return=final.get("return_mean"))
         elif state == "conflict":
-            outcome = {
-                "label": spec.label,
-                "env": spec.env,
-                "seed": spec.seed,
-                "run_dir": spec.run_dir,
-                "status": "failed",
-                "error": detail,
-            }
+            outcome = _outcome(spec, "failed", error=detail)
         else:
             todo.append(spec)
             continue
