@@ -5,6 +5,8 @@
     revflow train --algo rfm --env dmc:cheetah-run --seed 0 [--steps N] [--preset fast]
                   [any engine option, e.g. --eval-every 5000] [--agent.<field> VALUE ...]
     revflow train --resume RUN_DIR
+    revflow train-compiled --algo sac --env mjx:CheetahRun --num-envs 64 [--steps N] [--preset fast]
+                  [any option of revflow.compiled.CompiledConfig] [--agent.<field> VALUE ...]
     revflow eval RUN_DIR [--mode best-of-n|sample] [--episodes N] [--video out.mp4]
     revflow bench throughput --algo rfm [--preset reference|fast] [--env ...] [--json out.json]
     revflow sweep [FILE.yaml] [--algos ...] [--envs ...] [--seeds ...] [--set K=V] [--grid K=V1,V2]
@@ -32,13 +34,15 @@ from revflow.engine import TrainConfig
 
 __all__ = ["EvalArgs", "main"]
 
-USAGE = """usage: revflow {train,eval,bench,sweep,report,toy} ...
+USAGE = """usage: revflow {train,train-compiled,eval,bench,sweep,report,toy} ...
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
 commands:
   train               train an agent (revflow train --help lists every option);
                       revflow train --resume RUN_DIR continues a killed run
+  train-compiled      train on a JAX-native env (mjx:*) with N parallel envs, the whole
+                      loop in one jitted call per chunk, sharded over all devices
   eval                evaluate the latest checkpoint of a run: revflow eval RUN_DIR
   bench throughput    compile time, updates/s, env steps/s and GFLOP/s of an agent
   sweep               a grid of runs (algos x envs x seeds x overrides), local or on Ray;
@@ -143,6 +147,11 @@ def _train_command(argv: Sequence[str]) -> int:
         parsed.agent.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
+    if cfg.env.startswith("mjx:"):
+        raise UsageError(
+            f"{cfg.env} is a JAX-native environment: train it with the compiled loop, "
+            f"revflow train-compiled --algo {algo} --env {cfg.env} --num-envs N"
+        )
     _check_env(cfg.env)
 
     from revflow import engine
@@ -283,8 +292,53 @@ def _toy_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def _train_compiled_command(argv: Sequence[str]) -> int:
+    from revflow.compiled import CompiledConfig, CompiledTrainer, train_compiled
+
+    algo = _option_value(argv, "algo") or CompiledConfig.algo
+    preset = _option_value(argv, "preset") or "reference"
+    cls = _agent_class(algo)
+    try:
+        agent_default = cls.Config.from_preset(preset)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    command = dataclasses.make_dataclass(
+        "TrainCompiledCommand",
+        [
+            (
+                "train",
+                Annotated[CompiledConfig, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default=CompiledConfig(algo=algo)),
+            ),
+            ("agent", cls.Config, dataclasses.field(default=agent_default)),
+            ("preset", str, dataclasses.field(default=preset)),
+        ],
+    )
+    command.__doc__ = (
+        "Train on a JAX-native environment (mjx:*) with the fully compiled loop "
+        "(revflow.compiled): parallel envs, device-resident replay and updates in one jitted "
+        f"call per chunk, sharded over all visible devices. Agent options are those of --algo "
+        f"{algo} ({cls.Config.__name__}, defaults of --preset {preset})."
+    )
+    parsed = tyro.cli(command, args=list(argv), prog="revflow train-compiled")
+    cfg = parsed.train
+    try:
+        cfg.validate()
+        parsed.agent.validate()
+        from revflow import jax_envs
+
+        jax_envs.check_name(cfg.env.removeprefix("mjx:"))
+        trainer = CompiledTrainer(cfg, parsed.agent)  # device-count checks, builds the envs
+    except (ValueError, ImportError) as err:
+        raise UsageError(str(err)) from err
+    run_dir, _ = train_compiled(cfg, parsed.agent, trainer=trainer)
+    print(f"run saved in {run_dir}")
+    return 0
+
+
 COMMANDS = {
     "train": _train_command,
+    "train-compiled": _train_compiled_command,
     "eval": _eval_command,
     "bench": _bench_command,
     "sweep": _sweep_command,
@@ -302,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {**COMMANDS, "toy": _toy_command}.get(command)
     if handler is None:
         return _fail(
-            f"unknown command {command!r}; expected one of train, eval, bench, sweep, report, toy"
+            f"unknown command {command!r}; expected one of train, train-compiled, eval, bench, "
+            "sweep, report, toy"
         )
     try:
         return handler(rest)

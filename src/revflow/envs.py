@@ -9,8 +9,12 @@ Names
 ``"gym:<Id>"``
     A registered Gymnasium id with a continuous (``Box``) action space, e.g.
     ``gym:HalfCheetah-v5`` or ``gym:Pendulum-v1``.
+``"mjx:<Task>"``
+    A JAX-native (MJX) task, e.g. ``mjx:CheetahRun``: ``make_env`` returns a functional,
+    jittable batched :class:`revflow.jax_envs.VecEnv` of ``num_envs`` copies (not a gymnasium
+    environment; it is trained by :mod:`revflow.compiled`). See :mod:`revflow.jax_envs`.
 
-Every environment returned by :func:`make_env` has
+Every ``dmc:`` / ``gym:`` environment returned by :func:`make_env` has
 
 * a flat ``float32`` ``Box`` observation space;
 * a ``Box(-1, 1, (d,), float32)`` action space; actions are clipped to ``[-1, 1]`` and mapped
@@ -52,7 +56,8 @@ __all__ = [
 
 DMC_PREFIX = "dmc:"
 GYM_PREFIX = "gym:"
-_PREFIXES = (DMC_PREFIX, GYM_PREFIX)
+MJX_PREFIX = "mjx:"
+_PREFIXES = (DMC_PREFIX, GYM_PREFIX, MJX_PREFIX)
 
 # Native bounds at least this large (or infinite) are treated as "unbounded": no rescaling.
 _UNBOUNDED = 1e6
@@ -166,9 +171,13 @@ def _supported_gym_ids() -> tuple[str, ...]:
 
 
 def list_envs() -> list[str]:
-    """All names :func:`make_env` is known to support (every DMC task, Gymnasium subset)."""
+    """All names :func:`make_env` is known to support (every DMC task, Gymnasium subset,
+    the JAX-native ``mjx:`` tasks)."""
+    from revflow import jax_envs
+
     dmc = [f"{DMC_PREFIX}{d}-{t}" for d, t in _import_dmc_suite().ALL_TASKS]
-    return sorted(dmc) + [GYM_PREFIX + i for i in _supported_gym_ids()]
+    mjx = [MJX_PREFIX + n for n in jax_envs.available()]
+    return sorted(dmc) + [GYM_PREFIX + i for i in _supported_gym_ids()] + mjx
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,14 +363,39 @@ def _make_gym(env_id: str, seed: int, render: bool) -> gym.Env:
 # --------------------------------------------------------------------------------------------
 
 
-def make_env(name: str, seed: int = 0, render: bool = False) -> gym.Env:
-    """Build environment ``name`` (``"dmc:<domain>-<task>"`` or ``"gym:<Id>"``).
+def make_env(
+    name: str,
+    seed: int = 0,
+    render: bool = False,
+    *,
+    num_envs: int | None = None,
+    episode_length: int | None = None,
+) -> Any:
+    """Build environment ``name`` (``"dmc:<domain>-<task>"``, ``"gym:<Id>"`` or
+    ``"mjx:<Task>"``).
+
+    ``mjx:`` names give a :class:`revflow.jax_envs.VecEnv` of ``num_envs`` (default 1)
+    environments; its randomness comes from the key passed to its ``reset``, so ``seed`` is
+    unused, and ``episode_length`` overrides the task's time limit. ``num_envs`` and
+    ``episode_length`` are for ``mjx:`` names only.
 
     Raises ``ValueError`` (listing what is available) for unknown names, before anything heavy
     is constructed, and ``ImportError`` naming the pip package for a missing dependency.
     """
-    _prepare_gl(render)  # before dm_control is first imported (name validation imports it)
     prefix, rest = _split_name(name)
+    if prefix == MJX_PREFIX:
+        from revflow import jax_envs
+
+        jax_envs.check_name(rest)
+        if render:
+            raise ValueError(f"{name}: rendering is not supported for mjx: environments")
+        return jax_envs.make(rest, num_envs or 1, episode_length)
+    if num_envs is not None or episode_length is not None:
+        raise ValueError(
+            f"{name}: num_envs / episode_length are for mjx: environments; use "
+            "make_vector_env for several gymnasium environments"
+        )
+    _prepare_gl(render)  # before dm_control is first imported (name validation imports it)
     if prefix == DMC_PREFIX:
         domain, task = _parse_dmc(rest)
         return DMCEnv(domain, task, seed=seed, render_mode="rgb_array" if render else None)
@@ -386,6 +420,11 @@ def make_vector_env(
     _prepare_gl(render)
     # Validate the name once, up front, so errors surface before any env is built.
     prefix, rest = _split_name(name)
+    if prefix == MJX_PREFIX:
+        raise ValueError(
+            f"{name} is a JAX-native environment: make_env({name!r}, num_envs={num_envs}) "
+            "gives the batched functional version"
+        )
     if prefix == DMC_PREFIX:
         _parse_dmc(rest)
     else:
@@ -399,8 +438,11 @@ def make_vector_env(
     )
 
 
-def env_info(env: gym.Env | gym.vector.VectorEnv) -> EnvInfo:
-    """``(obs_dim, act_dim, max_episode_steps)`` of a single or vector environment."""
+def env_info(env: Any) -> EnvInfo:
+    """``(obs_dim, act_dim, max_episode_steps)`` of a single or vector environment (gymnasium
+    or :class:`revflow.jax_envs.VecEnv`)."""
+    if hasattr(env, "act_dim") and hasattr(env, "episode_length"):  # jax_envs.VecEnv
+        return EnvInfo(int(env.obs_dim), int(env.act_dim), int(env.episode_length))
     if isinstance(env, gym.vector.VectorEnv):
         obs_space, act_space = env.single_observation_space, env.single_action_space
         subs = getattr(env, "envs", None)

@@ -1,0 +1,628 @@
+"""The fully compiled training loop: environment, acting, replay and updates in one jitted call.
+
+For JAX-native environments (``mjx:*``, :mod:`revflow.jax_envs`) the whole off-policy loop
+runs on the device. One *iteration* is
+
+    act in all N environments -> env step (auto-reset) -> insert N transitions into the
+    device-resident replay buffer -> ``utd`` gradient updates on sampled minibatches,
+
+and one jitted call runs ``chunk_iters`` iterations (``lax.fori_loop`` with a traced trip
+count, so the last, shorter chunk does not recompile). The host only logs, evaluates and
+writes checkpoints between chunks. Iterations before ``warmup_steps`` env steps act
+uniformly at random and do no updates (a ``lax.cond`` inside the same program).
+
+Units: ``steps``, ``warmup_steps``, ``eval_every`` count env steps of all environments
+together (one iteration = ``num_envs`` env steps); ``utd`` counts gradient updates per
+iteration, i.e. per ``num_envs`` env steps.
+
+Supported agents: those whose ``init`` / ``act`` / ``update`` are pure jittable functions of
+the train state, a key and a batch, which is every agent in :data:`SUPPORTED_AGENTS`
+(checked: others raise ``ValueError``). ``rfm`` and ``sac`` are the tested ones.
+
+Replay. The buffer is a pytree of arrays in the loop's carry, time-major: ``obs`` has shape
+(T, N, obs_dim) with T = ceil(buffer_size / N) slots per environment; slot ``ptr`` gets the N
+new transitions each iteration (circular). A minibatch row i of B draws a uniform time slot
+among the filled ones and an environment column from its stratum
+[floor(i N / B), floor((i + 1) N / B)) (one column when N < B), so each environment
+contributes equally and, below, every row comes from the device that holds its column.
+
+Sharding. A 1-D :class:`jax.sharding.Mesh` (axis ``"data"``) spans the devices (all visible
+ones by default). The env axis of the environment state and of the replay buffer is split
+over it (``NamedSharding(mesh, P("data"))``), agent parameters and optimiser states are
+replicated, and so is the PRNG key. The env step runs under ``shard_map`` (each device steps
+its own environments), minibatches are gathered under ``shard_map`` from each device's own
+buffer columns (no cross-device copies of the buffer), and the agent update runs on the
+batch split over devices with replicated parameters, so XLA all-reduces the gradients.
+``num_envs`` and the batch size must be divisible by the number of devices. All random
+draws use keys that do not depend on the device count (JAX's partitionable threefry), so a
+run on D devices follows the same trajectory as on one device up to the order of
+floating-point reductions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from revflow.agents.base import ACT_MODES, Agent, AgentConfig, Batch, require
+from revflow.agents.registry import get_agent_class
+from revflow.jax_envs import EnvState, VecEnv
+
+__all__ = [
+    "SUPPORTED_AGENTS",
+    "CompiledConfig",
+    "CompiledTrainer",
+    "LoopState",
+    "Replay",
+    "make_mesh",
+    "train_compiled",
+]
+
+#: Agents whose init/act/update are pure functions of (state, key, batch): all registered
+#: ones today. ``rfm`` and ``sac`` are tested in the compiled loop.
+SUPPORTED_AGENTS: tuple[str, ...] = (
+    "dacer",
+    "dipo",
+    "dpmd",
+    "dqs",
+    "qne",
+    "qsm",
+    "qvpo",
+    "rfm",
+    "rfm-diffusion",
+    "sac",
+    "sdac",
+)
+AXIS = "data"
+CONFIG_FILE = "config.json"
+RESULT_FILE = "result.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledConfig:
+    """Options of the compiled loop (the agent's hyperparameters live in its own config)."""
+
+    #: Registered algorithm name (one of ``SUPPORTED_AGENTS``).
+    algo: str = "sac"
+    #: JAX-native environment, ``mjx:<Task>`` (``revflow.jax_envs.available()``).
+    env: str = "mjx:CheetahRun"
+    #: Seed of everything: network init, environments, exploration, replay sampling.
+    seed: int = 0
+    #: Parallel environments (split over the devices).
+    num_envs: int = 64
+    #: Total env steps, all environments together (rounded up to whole iterations).
+    steps: int = 1_000_000
+    #: Env steps (all environments together) with uniform-random actions and no updates.
+    warmup_steps: int = 10_000
+    #: Gradient updates per iteration, i.e. per ``num_envs`` env steps.
+    utd: int = 1
+    #: Minibatch size; None means the agent config's ``batch_size``.
+    batch_size: int | None = None
+    #: Replay capacity in transitions; None means ``min(steps, 1_000_000)``.
+    buffer_size: int | None = None
+    #: Iterations per jitted call (the host logs / evaluates only between calls).
+    chunk_iters: int = 1000
+    #: Override of the task's episode length in env steps (None: the task's).
+    episode_length: int | None = None
+    #: Evaluate every this many env steps, and at the end (0: never).
+    eval_every: int = 50_000
+    #: Evaluation episodes (run as that many parallel environments, one episode each).
+    eval_episodes: int = 10
+    #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
+    eval_mode: str = "best-of-n"
+    #: Devices to use (the first ones of ``jax.devices()``); None: all visible devices.
+    num_devices: int | None = None
+    #: Root of run directories: ``<run_dir>/<env>/<label or algo>-compiled/seed<seed>``.
+    run_dir: str = "runs"
+    #: Name of this run's variant in its run directory (None: ``algo``).
+    label: str | None = None
+    #: Write a checkpoint at the end (agent state, replay buffer, loop key and counters; not
+    #: the environments' physics, so it is no exact-resume point).
+    checkpoint: bool = True
+    #: Write TensorBoard event files.
+    tensorboard: bool = True
+    #: Write ``metrics.csv`` and ``eval.csv``.
+    csv: bool = True
+    #: Show a live progress bar.
+    progress: bool = True
+
+    def validate(self) -> None:
+        require(
+            self.algo in SUPPORTED_AGENTS,
+            "algo",
+            self.algo,
+            f"is not supported by the compiled loop; supported: {', '.join(SUPPORTED_AGENTS)}",
+        )
+        require(self.env.startswith("mjx:"), "env", self.env, "must be an 'mjx:<Task>' name")
+        require(self.num_envs >= 1, "num_envs", self.num_envs, "must be >= 1")
+        require(self.steps >= 1, "steps", self.steps, "must be >= 1")
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.utd >= 1, "utd", self.utd, "must be >= 1")
+        require(
+            self.batch_size is None or self.batch_size >= 1,
+            "batch_size",
+            self.batch_size,
+            "must be None or >= 1",
+        )
+        require(
+            self.buffer_size is None or self.buffer_size >= 1,
+            "buffer_size",
+            self.buffer_size,
+            "must be None or >= 1",
+        )
+        require(self.chunk_iters >= 1, "chunk_iters", self.chunk_iters, "must be >= 1")
+        require(
+            self.episode_length is None or self.episode_length >= 1,
+            "episode_length",
+            self.episode_length,
+            "must be None or >= 1",
+        )
+        require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
+        require(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, "must be >= 1")
+        require(
+            self.eval_mode in ACT_MODES, "eval_mode", self.eval_mode, f"must be one of {ACT_MODES}"
+        )
+        require(
+            self.num_devices is None or self.num_devices >= 1,
+            "num_devices",
+            self.num_devices,
+            "must be None or >= 1",
+        )
+        require(0 <= self.seed < 2**31, "seed", self.seed, "must be in [0, 2**31)")
+        require(
+            self.label is None or re.fullmatch(r"[A-Za-z0-9_.-]+", self.label) is not None,
+            "label",
+            self.label,
+            "must be None or a non-empty name of letters, digits, '_', '.', '-'",
+        )
+
+    @property
+    def iterations(self) -> int:
+        return math.ceil(self.steps / self.num_envs)
+
+    @property
+    def warmup_iterations(self) -> int:
+        return math.ceil(self.warmup_steps / self.num_envs)
+
+    def resolved_batch_size(self, agent_cfg: AgentConfig) -> int:
+        return int(self.batch_size or getattr(agent_cfg, "batch_size", 256))
+
+    def slots(self) -> int:
+        """Time slots T of the replay buffer (T x num_envs transitions)."""
+        capacity = self.buffer_size or min(self.steps, 1_000_000)
+        return max(1, math.ceil(capacity / self.num_envs))
+
+
+# --------------------------------------------------------------------------------------------
+# Mesh and replay
+# --------------------------------------------------------------------------------------------
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh (axis ``"data"``) over the first ``num_devices`` devices (default: all)."""
+    devices = jax.devices()
+    n = len(devices) if num_devices is None else num_devices
+    if n > len(devices):
+        raise ValueError(f"num_devices={n} but only {len(devices)} device(s) are visible")
+    return Mesh(np.asarray(devices[:n]), (AXIS,))
+
+
+@flax.struct.dataclass
+class Replay:
+    """Time-major circular replay buffer: arrays (T, N, ...), env axis N sharded."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    #: Next slot to write, and the number of filled slots (replicated scalars).
+    ptr: jax.Array
+    size: jax.Array
+
+    @classmethod
+    def zeros(cls, slots: int, num_envs: int, obs_dim: int, act_dim: int) -> Replay:
+        f32 = jnp.float32
+        return cls(
+            obs=jnp.zeros((slots, num_envs, obs_dim), f32),
+            action=jnp.zeros((slots, num_envs, act_dim), f32),
+            reward=jnp.zeros((slots, num_envs), f32),
+            next_obs=jnp.zeros((slots, num_envs, obs_dim), f32),
+            terminated=jnp.zeros((slots, num_envs), f32),
+            ptr=jnp.zeros((), jnp.int32),
+            size=jnp.zeros((), jnp.int32),
+        )
+
+    def insert(self, obs, action, reward, next_obs, terminated) -> Replay:
+        i = self.ptr
+        slots = self.obs.shape[0]
+        return self.replace(
+            obs=self.obs.at[i].set(obs),
+            action=self.action.at[i].set(action),
+            reward=self.reward.at[i].set(reward),
+            next_obs=self.next_obs.at[i].set(next_obs),
+            terminated=self.terminated.at[i].set(terminated.astype(jnp.float32)),
+            ptr=(i + 1) % slots,
+            size=jnp.minimum(self.size + 1, slots),
+        )
+
+
+def _replay_specs() -> Replay:
+    data = P(None, AXIS)
+    return Replay(data, data, data, data, data, P(), P())
+
+
+def _env_specs(state: EnvState) -> EnvState:
+    return jax.tree_util.tree_map(lambda _: P(AXIS), state)
+
+
+def _make_sampler(mesh: Mesh, num_envs: int, batch_size: int, gamma: float) -> Callable:
+    """``sample(replay, key) -> Batch`` of ``batch_size`` rows split over the mesh; each
+    device gathers its rows from its own buffer columns (module docstring)."""
+    devices = mesh.shape[AXIS]
+    local_b = batch_size // devices
+    local_n = num_envs // devices
+
+    def local_sample(replay: Replay, key: jax.Array) -> Batch:
+        k_t, k_c = jax.random.split(key)
+        # The same (B,) draws on every device, whatever the device count.
+        u_t = jax.random.randint(k_t, (batch_size,), 0, jnp.maximum(replay.size, 1))
+        u_c = jax.random.uniform(k_c, (batch_size,))
+        shard = jax.lax.axis_index(AXIS)
+        rows = shard * local_b + jnp.arange(local_b)
+        lo = rows * num_envs // batch_size
+        hi = jnp.maximum((rows + 1) * num_envs // batch_size, lo + 1)
+        col = jnp.minimum(lo + (u_c[rows] * (hi - lo)).astype(jnp.int32), hi - 1)
+        t, c = u_t[rows], col - shard * local_n
+
+        return Batch(
+            obs=replay.obs[t, c],
+            action=replay.action[t, c],
+            reward=replay.reward[t, c],
+            next_obs=replay.next_obs[t, c],
+            discount=gamma * (1.0 - replay.terminated[t, c]),
+        )
+
+    return jax.shard_map(
+        local_sample,
+        mesh=mesh,
+        in_specs=(_replay_specs(), P()),
+        out_specs=P(AXIS),
+        check_vma=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class LoopState:
+    """The carry of the compiled loop: everything a run needs to continue."""
+
+    agent: Any
+    env: EnvState
+    replay: Replay
+    key: jax.Array
+    #: Iterations done so far (each = num_envs env steps).
+    iteration: jax.Array
+    #: Gradient updates applied so far.
+    updates: jax.Array
+
+
+def _check_divisible(name: str, value: int, devices: int) -> None:
+    if value % devices:
+        raise ValueError(
+            f"{name}={value} must be divisible by the number of devices ({devices}): "
+            f"the {name.replace('_', ' ')} is split evenly over them"
+        )
+
+
+class CompiledTrainer:
+    """Builds the jitted chunk and evaluation functions and the initial :class:`LoopState`."""
+
+    def __init__(self, cfg: CompiledConfig, agent_cfg: AgentConfig, env: VecEnv | None = None):
+        from revflow.jax_envs import make
+
+        cfg.validate()
+        agent_cfg.validate()
+        cls = get_agent_class(cfg.algo)
+        if not isinstance(agent_cfg, cls.Config):
+            raise TypeError(f"algo {cfg.algo!r} needs a {cls.Config.__name__}, got {agent_cfg}")
+        self.cfg, self.agent_cfg = cfg, agent_cfg
+        self.mesh = make_mesh(cfg.num_devices)
+        devices = self.mesh.shape[AXIS]
+        self.batch_size = cfg.resolved_batch_size(agent_cfg)
+        _check_divisible("num_envs", cfg.num_envs, devices)
+        _check_divisible("batch_size", self.batch_size, devices)
+        name = cfg.env.removeprefix("mjx:")
+        self.env = env or make(name, cfg.num_envs, cfg.episode_length)
+        self.eval_env = make(name, cfg.eval_episodes, cfg.episode_length)
+        self.agent: Agent = cls(agent_cfg, self.env.obs_dim, self.env.act_dim)
+        self.gamma = float(getattr(agent_cfg, "gamma", 0.99))
+        self.slots = cfg.slots()
+        self._sample = _make_sampler(self.mesh, cfg.num_envs, self.batch_size, self.gamma)
+        self._env_step = None  # built with the env-state specs in init_state
+        self.shardings = None
+        self._chunk = None
+        self._eval = jax.jit(self._evaluate)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def init_state(self) -> LoopState:
+        """The initial carry, placed on the mesh (env axis split, the rest replicated)."""
+        k_agent, k_env, k_loop = jax.random.split(jax.random.key(self.cfg.seed), 3)
+        state = LoopState(
+            agent=self.agent.init(k_agent),
+            env=jax.jit(self.env.reset)(k_env),
+            replay=Replay.zeros(self.slots, self.cfg.num_envs, self.env.obs_dim, self.env.act_dim),
+            key=k_loop,
+            iteration=jnp.zeros((), jnp.int32),
+            updates=jnp.zeros((), jnp.int32),
+        )
+        specs = LoopState(
+            agent=jax.tree_util.tree_map(lambda _: P(), state.agent),
+            env=_env_specs(state.env),
+            replay=_replay_specs(),
+            key=P(),
+            iteration=P(),
+            updates=P(),
+        )
+        self.shardings = jax.tree_util.tree_map(lambda s: NamedSharding(self.mesh, s), specs)
+        self._env_step = jax.shard_map(
+            self.env.step,
+            mesh=self.mesh,
+            in_specs=(specs.env, P(AXIS)),
+            out_specs=(specs.env, P(AXIS)),
+            check_vma=False,
+        )
+        # Distinct buffers for every leaf (agents alias target and online params at init),
+        # since the chunk function donates its input.
+        state = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), state)
+        return jax.device_put(state, self.shardings)
+
+    # -- one iteration ----------------------------------------------------------------------
+
+    def _metric_zeros(self, state: LoopState) -> dict[str, jax.Array]:
+        batch = jax.eval_shape(self._sample, state.replay, state.key)
+        _, metrics = jax.eval_shape(self.agent.update, state.agent, batch, state.key)
+        return {k: jnp.zeros((), jnp.float32) for k in metrics}
+
+    def _iteration(self, state: LoopState, acc: dict[str, Any]) -> tuple[LoopState, dict]:
+        cfg, agent = self.cfg, self.agent
+        key, k_act, k_upd = jax.random.split(state.key, 3)
+        warm = state.iteration < cfg.warmup_iterations
+        obs = state.env.obs
+        shape = (cfg.num_envs, self.env.act_dim)
+        action = jax.lax.cond(
+            warm,
+            lambda: jax.random.uniform(k_act, shape, jnp.float32, -1.0, 1.0),
+            lambda: agent.act(state.agent, k_act, obs, mode="explore").astype(jnp.float32),
+        )
+        env_state, out = self._env_step(state.env, action)
+        replay = state.replay.insert(obs, action, out.reward, out.next_obs, out.terminated)
+
+        def updates(agent_state: Any) -> tuple[Any, dict[str, jax.Array]]:
+            def one(s: Any, k: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+                k_batch, k_step = jax.random.split(k)
+                return agent.update(s, self._sample(replay, k_batch), k_step)
+
+            s, metrics = jax.lax.scan(one, agent_state, jax.random.split(k_upd, cfg.utd))
+            return s, {k: jnp.sum(v).astype(jnp.float32) for k, v in metrics.items()}
+
+        zeros = acc["metrics"]
+        agent_state, metric_sums = jax.lax.cond(
+            warm,
+            lambda s: (s, jax.tree_util.tree_map(jnp.zeros_like, zeros)),
+            updates,
+            state.agent,
+        )
+        n_updates = jnp.where(warm, 0, cfg.utd).astype(jnp.int32)
+        acc = {
+            "metrics": jax.tree_util.tree_map(jnp.add, acc["metrics"], metric_sums),
+            "updates": acc["updates"] + n_updates,
+            "episodes": acc["episodes"] + jnp.sum(out.done).astype(jnp.int32),
+            "return_sum": acc["return_sum"] + jnp.sum(out.episode_return),
+            "length_sum": acc["length_sum"] + jnp.sum(out.episode_length),
+        }
+        new_state = LoopState(
+            agent=agent_state,
+            env=env_state,
+            replay=replay,
+            key=key,
+            iteration=state.iteration + 1,
+            updates=state.updates + n_updates,
+        )
+        return new_state, acc
+
+    def _run_chunk(self, state: LoopState, num_iters: jax.Array) -> tuple[LoopState, dict]:
+        acc = {
+            "metrics": self._metric_zeros(state),
+            "updates": jnp.zeros((), jnp.int32),
+            "episodes": jnp.zeros((), jnp.int32),
+            "return_sum": jnp.zeros((), jnp.float32),
+            "length_sum": jnp.zeros((), jnp.int32),
+        }
+        state, acc = jax.lax.fori_loop(0, num_iters, lambda _, c: self._iteration(*c), (state, acc))
+        finite = [
+            jnp.all(jnp.isfinite(x))
+            for x in jax.tree_util.tree_leaves(state.agent)
+            if jnp.issubdtype(x.dtype, jnp.inexact)
+        ]
+        acc["params_finite"] = jnp.all(jnp.stack(finite))
+        return state, acc
+
+    def chunk_fn(self) -> Callable[[LoopState, Any], tuple[LoopState, dict]]:
+        """The jitted ``(state, num_iters) -> (state, stats)``; the state is donated."""
+        if self.shardings is None:
+            raise RuntimeError("call init_state() first")
+        if self._chunk is None:
+            replicated = NamedSharding(self.mesh, P())
+            self._chunk = jax.jit(
+                self._run_chunk,
+                in_shardings=(self.shardings, replicated),
+                out_shardings=(self.shardings, replicated),
+                donate_argnums=0,
+            )
+        return self._chunk
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def _evaluate(self, agent_state: Any, key: jax.Array) -> jax.Array:
+        """Undiscounted return of one episode in each of ``eval_episodes`` environments."""
+        env, mode = self.eval_env, self.cfg.eval_mode
+        k_reset, k_act = jax.random.split(key)
+        zeros = jnp.zeros(env.num_envs, jnp.float32)
+
+        def body(carry, k):
+            st, ret, alive = carry
+            action = self.agent.act(agent_state, k, st.obs, mode=mode)
+            st, out = env.step(st, action)
+            return (st, ret + alive * out.reward, alive * (1.0 - out.done)), None
+
+        keys = jax.random.split(k_act, env.episode_length)
+        init = (env.reset(k_reset), zeros, zeros + 1.0)
+        (_, returns, _), _ = jax.lax.scan(body, init, keys)
+        return returns
+
+    def evaluate(self, agent_state: Any, key: jax.Array) -> np.ndarray:
+        return np.asarray(self._eval(agent_state, key))
+
+
+# --------------------------------------------------------------------------------------------
+# Host loop
+# --------------------------------------------------------------------------------------------
+
+
+def run_dir_for(cfg: CompiledConfig) -> Path:
+    env = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.env)
+    return Path(cfg.run_dir) / env / f"{cfg.label or cfg.algo}-compiled" / f"seed{cfg.seed}"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def train_compiled(
+    cfg: CompiledConfig,
+    agent_cfg: AgentConfig,
+    run_dir: str | Path | None = None,
+    trainer: CompiledTrainer | None = None,
+) -> tuple[Path, LoopState]:
+    """Train with the compiled loop; returns the run directory and the final loop state.
+
+    Writes ``config.json``, ``metrics.csv`` / ``eval.csv`` / TensorBoard events (the engine's
+    metric names; ``charts/episodic_return`` is the mean return of the episodes that ended in
+    a chunk), ``result.json`` and, if ``cfg.checkpoint``, a checkpoint of the final agent state,
+    replay buffer, key and counters.
+    """
+    from revflow.checkpoint import save_checkpoint
+    from revflow.metrics_log import RunLogger
+
+    trainer = trainer or CompiledTrainer(cfg, agent_cfg)
+    path = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "compiled": dataclasses.asdict(cfg),
+        "agent": dataclasses.asdict(agent_cfg),
+        "resolved": {
+            "batch_size": trainer.batch_size,
+            "buffer_size": trainer.slots * cfg.num_envs,
+            "devices": [str(d) for d in trainer.mesh.devices.flat],
+        },
+    }
+    _write_json(path / CONFIG_FILE, config)
+    state = trainer.init_state()
+    chunk = trainer.chunk_fn()
+    total = cfg.iterations
+    n = cfg.num_envs
+    eval_key = jax.random.key(cfg.seed + 7919)
+    next_eval = cfg.eval_every
+    last_eval: tuple[int, float, float] | None = None
+    logger = RunLogger(
+        path,
+        total * n,
+        trainer.agent.METRICS,
+        tensorboard=cfg.tensorboard,
+        csv_files=cfg.csv,
+        run_name=f"{cfg.algo} {cfg.env} seed{cfg.seed} compiled",
+        config=config,
+        progress=cfg.progress,
+    )
+    try:
+        it = 0
+        while it < total:
+            num = min(cfg.chunk_iters, total - it)
+            t0 = time.perf_counter()
+            state, stats = chunk(state, jnp.asarray(num, jnp.int32))
+            stats = jax.device_get(stats)
+            seconds = time.perf_counter() - t0
+            it += num
+            step = it * n
+            if not bool(stats["params_finite"]) or not all(
+                np.isfinite(v) for v in stats["metrics"].values()
+            ):
+                raise FloatingPointError(
+                    f"non-finite parameters or metrics in the chunk ending at env step {step}"
+                )
+            values: dict[str, float] = {}
+            if stats["updates"]:
+                values = {k: float(v) / int(stats["updates"]) for k, v in stats["metrics"].items()}
+            values["charts/sps"] = num * n / max(seconds, 1e-9)
+            values["charts/updates"] = int(state.updates)
+            logger.log_metrics(step, values)
+            if stats["episodes"]:
+                episodes = int(stats["episodes"])
+                logger.log_episode(
+                    step,
+                    float(stats["return_sum"]) / episodes,
+                    int(stats["length_sum"]) // episodes,
+                )
+            if cfg.eval_every and (step >= next_eval or it >= total):
+                eval_key, sub = jax.random.split(eval_key)
+                returns = trainer.evaluate(state.agent, sub)
+                last_eval = (step, float(returns.mean()), float(returns.std()))
+                logger.log_eval(step, last_eval[1], last_eval[2])
+                next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+            logger.progress(step)
+        if cfg.checkpoint:
+            tree = {
+                "agent": state.agent,
+                "replay": state.replay,
+                "key": state.key,
+                "iteration": state.iteration,
+                "updates": state.updates,
+            }
+            save_checkpoint(path, total * n, tree, {"config": config, "complete": True}, keep=1)
+        result: dict[str, Any] = {
+            "complete": True,
+            "algo": cfg.algo,
+            "env": cfg.env,
+            "seed": cfg.seed,
+            "env_steps": total * n,
+            "updates": int(state.updates),
+        }
+        if last_eval is not None:
+            result["final_eval"] = dict(
+                zip(("step", "return_mean", "return_std"), last_eval, strict=True)
+            )
+        _write_json(path / RESULT_FILE, result)
+    finally:
+        logger.close()
+    return path, state
