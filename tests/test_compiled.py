@@ -16,6 +16,7 @@ import pytest
 
 from revflow.agents.registry import make_config
 from revflow.checkpoint import latest_step
+from revflow.cli import main
 from revflow.compiled import (
     CompiledConfig,
     CompiledTrainer,
@@ -24,6 +25,7 @@ from revflow.compiled import (
     make_mesh,
     train_compiled,
 )
+from revflow.engine import TrainConfig
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,6 +84,17 @@ def test_config_errors_before_any_compute(tmp_path):
         CompiledTrainer(tiny_config("sac"), make_config("rfm", "fast"))
     cfg = tiny_config("sac", steps=25, warmup_steps=5, buffer_size=7)
     assert (cfg.iterations, cfg.warmup_iterations, cfg.slots()) == (13, 3, 4)
+    with pytest.raises(ValueError, match="train-compiled"):  # the numpy engine refuses mjx:
+        TrainConfig(env="mjx:CheetahRun").validate()
+
+
+def test_cli_errors_exit_2(capsys):
+    assert main(["train-compiled", "--env", "mjx:Nope"]) == 2
+    assert "Unknown JAX-native environment" in capsys.readouterr().err
+    assert main(["train-compiled", "--algo", "nope"]) == 2
+    assert main(["train-compiled", "--num-devices", str(len(jax.devices()) + 1)]) == 2
+    assert main(["train", "--env", "mjx:CheetahRun"]) == 2
+    assert "train-compiled" in capsys.readouterr().err
 
 
 def test_sampler_rows_come_from_their_env_stratum():
@@ -112,8 +125,9 @@ def test_sampler_rows_come_from_their_env_stratum():
     assert 0 <= env[0] < 4 <= env[1] < 8
 
 
-@pytest.mark.parametrize("algo", ["sac", "rfm"])
+@pytest.mark.parametrize("algo", ["rfm", pytest.param("sac", marks=pytest.mark.slow)])
 def test_tiny_run_on_an_mjx_task(algo, tmp_path):
+    """~45 s each on a 2-core CPU (compiling the loop); sac is slow-marked for the budget."""
     cfg = tiny_config(algo)
     agent_cfg = make_config(algo, "fast", **TINY[algo])
     path, state = train_compiled(cfg, agent_cfg, tmp_path / "run")

@@ -147,11 +147,6 @@ def _train_command(argv: Sequence[str]) -> int:
         parsed.agent.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
-    if cfg.env.startswith("mjx:"):
-        raise UsageError(
-            f"{cfg.env} is a JAX-native environment: train it with the compiled loop, "
-            f"revflow train-compiled --algo {algo} --env {cfg.env} --num-envs N"
-        )
     _check_env(cfg.env)
 
     from revflow import engine

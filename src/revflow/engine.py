@@ -142,6 +142,13 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        require(
+            not self.env.startswith("mjx:"),
+            "env",
+            self.env,
+            "is a JAX-native environment: train it with the compiled loop "
+            "(revflow train-compiled --env ... --num-envs N; revflow.compiled.train_compiled)",
+        )
         require(self.steps >= 1, "steps", self.steps, "must be >= 1")
         require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
         require(self.utd >= 1, "utd", self.utd, "must be >= 1")
