@@ -127,8 +127,10 @@ def test_sampler_rows_come_from_their_env_stratum():
 
 @pytest.mark.parametrize("algo", ["rfm", pytest.param("sac", marks=pytest.mark.slow)])
 def test_tiny_run_on_an_mjx_task(algo, tmp_path):
-    """~45 s each on a 2-core CPU (compiling the loop); sac is slow-marked for the budget."""
-    cfg = tiny_config(algo)
+    """~45 s each on a 2-core CPU (compiling the loop); sac (slow-marked for the budget,
+    ~75 s) also evaluates: at the first chunk end (every 10 env steps) at or after step 12,
+    and at the end."""
+    cfg = tiny_config(algo, **({"eval_every": 12, "eval_episodes": 2} if algo == "sac" else {}))
     agent_cfg = make_config(algo, "fast", **TINY[algo])
     path, state = train_compiled(cfg, agent_cfg, tmp_path / "run")
     iters, warm = cfg.iterations, cfg.warmup_iterations  # 12, 3
@@ -145,6 +147,11 @@ def test_tiny_run_on_an_mjx_task(algo, tmp_path):
     assert "losses/critic_loss" in metrics[0] and len(metrics) > 3
     assert "charts/episodic_return" in metrics[0]
     assert latest_step(path) == 24
+    if cfg.eval_every:
+        evals = (path / "eval.csv").read_text().splitlines()[1:]
+        assert [int(float(r.split(",")[0])) for r in evals] == [20, 24]
+        assert result["final_eval"]["step"] == 24
+        assert np.isfinite(result["final_eval"]["return_mean"])
 
 
 SHARDING_SCRIPT = textwrap.dedent(

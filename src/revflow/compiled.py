@@ -117,7 +117,8 @@ class CompiledConfig:
     chunk_iters: int = 1000
     #: Override of the task's episode length in env steps (None: the task's).
     episode_length: int | None = None
-    #: Evaluate every this many env steps, and at the end (0: never).
+    #: Evaluate every this many env steps (at the first chunk end at or after each multiple),
+    #: and at the end (0: never).
     eval_every: int = 50_000
     #: Evaluation episodes (run as that many parallel environments, one episode each).
     eval_episodes: int = 10

@@ -39,7 +39,9 @@ terminated)`` with ``action`` in [-1, 1]^act_dim (mapped affinely onto the actua
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 from collections.abc import Callable
 from typing import Any
@@ -93,9 +95,18 @@ def tolerance(
 # --------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _mjx() -> Any:
+    """``mujoco.mjx``, imported once without its "Failed to import warp" prints (the optional
+    warp backend is not used here)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from mujoco import mjx
+    return mjx
+
+
 def _sync(m: Any, d: Any) -> Any:
     """Bring positions, orientations and velocity sensors up to date with qpos/qvel."""
-    from mujoco import mjx
+    mjx = _mjx()
 
     d = mjx.kinematics(m, d)
     d = mjx.com_pos(m, d)
@@ -118,9 +129,10 @@ class MjxTask:
         stabilize_steps: int = 0,
     ):
         import mujoco
-        from mujoco import mjx
 
         from revflow.envs import _import_dmc_suite
+
+        mjx = _mjx()
 
         xml, assets = getattr(_import_dmc_suite(), domain).get_model_and_assets()
         self.mj_model = mujoco.MjModel.from_xml_string(xml, assets)
@@ -160,14 +172,14 @@ class MjxTask:
     # -- the task protocol ------------------------------------------------------------------
 
     def _physics_step(self, d: Any, n: int) -> Any:
-        from mujoco import mjx
+        mjx = _mjx()
 
         if n == 1:
             return mjx.step(self.model, d)
         return jax.lax.fori_loop(0, n, lambda _, x: mjx.step(self.model, x), d)
 
     def reset(self, key: Array) -> tuple[Any, Array]:
-        from mujoco import mjx
+        mjx = _mjx()
 
         qpos, qvel = self._init_fn(self, key)
         d = self._data0.replace(qpos=qpos.astype(jnp.float32), qvel=qvel.astype(jnp.float32))
