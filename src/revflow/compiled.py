@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,8 +56,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from revflow.agents.base import ACT_MODES, Agent, AgentConfig, Batch, require
+from revflow.agents.base import Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
+from revflow.engine import _sanitize, validate_loop_options
 from revflow.jax_envs import EnvState, VecEnv
 
 __all__ = [
@@ -149,46 +149,11 @@ class CompiledConfig:
         )
         require(self.env.startswith("mjx:"), "env", self.env, "must be an 'mjx:<Task>' name")
         require(self.num_envs >= 1, "num_envs", self.num_envs, "must be >= 1")
-        require(self.steps >= 1, "steps", self.steps, "must be >= 1")
-        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
-        require(self.utd >= 1, "utd", self.utd, "must be >= 1")
-        require(
-            self.batch_size is None or self.batch_size >= 1,
-            "batch_size",
-            self.batch_size,
-            "must be None or >= 1",
-        )
-        require(
-            self.buffer_size is None or self.buffer_size >= 1,
-            "buffer_size",
-            self.buffer_size,
-            "must be None or >= 1",
-        )
+        validate_loop_options(self)
         require(self.chunk_iters >= 1, "chunk_iters", self.chunk_iters, "must be >= 1")
-        require(
-            self.episode_length is None or self.episode_length >= 1,
-            "episode_length",
-            self.episode_length,
-            "must be None or >= 1",
-        )
-        require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
-        require(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, "must be >= 1")
-        require(
-            self.eval_mode in ACT_MODES, "eval_mode", self.eval_mode, f"must be one of {ACT_MODES}"
-        )
-        require(
-            self.num_devices is None or self.num_devices >= 1,
-            "num_devices",
-            self.num_devices,
-            "must be None or >= 1",
-        )
-        require(0 <= self.seed < 2**31, "seed", self.seed, "must be in [0, 2**31)")
-        require(
-            self.label is None or re.fullmatch(r"[A-Za-z0-9_.-]+", self.label) is not None,
-            "label",
-            self.label,
-            "must be None or a non-empty name of letters, digits, '_', '.', '-'",
-        )
+        for name in ("episode_length", "num_devices"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, value, "must be None or >= 1")
 
     @property
     def iterations(self) -> int:
@@ -510,8 +475,12 @@ class CompiledTrainer:
 
 
 def run_dir_for(cfg: CompiledConfig) -> Path:
-    env = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.env)
-    return Path(cfg.run_dir) / env / f"{cfg.label or cfg.algo}-compiled" / f"seed{cfg.seed}"
+    return (
+        Path(cfg.run_dir)
+        / _sanitize(cfg.env)
+        / f"{cfg.label or cfg.algo}-compiled"
+        / f"seed{cfg.seed}"
+    )
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -60,15 +60,16 @@ __all__ = [
     "evaluate",
     "load_agent",
     "load_run",
+    "read_result",
     "render_episode",
     "resume",
-    "read_result",
     "run_dir_for",
     "train",
+    "validate_loop_options",
 ]
 
 CONFIG_FILE = "config.json"
-#: Written atomically when a run has finished all its steps (plain JSON, see `_Trainer.write_result`).
+#: Written atomically when a run has finished all its steps (`_Trainer.write_result`).
 RESULT_FILE = "result.json"
 
 
@@ -149,42 +150,38 @@ class TrainConfig:
             "is a JAX-native environment: train it with the compiled loop "
             "(revflow train-compiled --env ... --num-envs N; revflow.compiled.train_compiled)",
         )
-        require(self.steps >= 1, "steps", self.steps, "must be >= 1")
-        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
-        require(self.utd >= 1, "utd", self.utd, "must be >= 1")
+        validate_loop_options(self)
         require(
             self.updates_per_call >= 1 and self.updates_per_call % self.utd == 0,
             "updates_per_call",
             self.updates_per_call,
             f"must be a positive multiple of utd={self.utd}",
         )
-        require(
-            self.batch_size is None or self.batch_size >= 1,
-            "batch_size",
-            self.batch_size,
-            "must be None or >= 1",
-        )
-        require(
-            self.buffer_size is None or self.buffer_size >= 1,
-            "buffer_size",
-            self.buffer_size,
-            "must be None or >= 1",
-        )
-        require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
-        require(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, "must be >= 1")
-        require(
-            self.eval_mode in ACT_MODES, "eval_mode", self.eval_mode, f"must be one of {ACT_MODES}"
-        )
         require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
-        require(0 <= self.seed < 2**31, "seed", self.seed, "must be in [0, 2**31)")
-        require(
-            self.label is None or (bool(self.label) and _sanitize(self.label) == self.label),
-            "label",
-            self.label,
-            "must be None or a non-empty name of letters, digits, '_', '.', '-'",
-        )
+
+
+def validate_loop_options(cfg: Any) -> None:
+    """Checks of the options every training loop shares (the engine's and the compiled one's):
+    steps, warmup_steps, utd, batch_size, buffer_size, eval_every, eval_episodes, eval_mode,
+    seed, label."""
+    require(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
+    require(cfg.warmup_steps >= 0, "warmup_steps", cfg.warmup_steps, "must be >= 0")
+    require(cfg.utd >= 1, "utd", cfg.utd, "must be >= 1")
+    for name in ("batch_size", "buffer_size"):
+        value = getattr(cfg, name)
+        require(value is None or value >= 1, name, value, "must be None or >= 1")
+    require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
+    require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
+    require(cfg.eval_mode in ACT_MODES, "eval_mode", cfg.eval_mode, f"must be one of {ACT_MODES}")
+    require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
+    require(
+        cfg.label is None or (bool(cfg.label) and _sanitize(cfg.label) == cfg.label),
+        "label",
+        cfg.label,
+        "must be None or a non-empty name of letters, digits, '_', '.', '-'",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,7 +638,9 @@ class _Trainer:
             if rows:
                 last = (int(float(rows[-1][0])), float(rows[-1][1]), float(rows[-1][2]))
         if last is not None:
-            result["final_eval"] = dict(zip(("step", "return_mean", "return_std"), last))
+            result["final_eval"] = dict(
+                zip(("step", "return_mean", "return_std"), last, strict=True)
+            )
         tmp = self.run_dir / (RESULT_FILE + ".tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(self.run_dir / RESULT_FILE)
