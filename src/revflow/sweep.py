@@ -648,6 +648,7 @@ def execute(
 
 
 def _summary_table(outcomes: list[dict[str, Any]]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="revflow sweep")
@@ -662,7 +663,7 @@ def _summary_table(outcomes: list[dict[str, Any]]) -> Any:
             o["status"],
             "" if ret is None else f"{ret:.1f}",
             f"{o['seconds'] / 60:.1f}" if "seconds" in o else "",
-            o.get("error", ""),
+            escape(o.get("error", "")),
         )
     return table
 
@@ -678,7 +679,7 @@ def run_sweep(args: SweepArgs) -> int:
     if args.dry_run:
         for spec in specs:
             state, detail = run_state(spec)
-            console.print(f"{state:8s} {spec.run_dir} {detail}", highlight=False)
+            console.print(f"{state:8s} {spec.run_dir} {detail}", highlight=False, markup=False)
         console.print(f"{len(specs)} runs")
         return 0
     lock = threading.Lock()
@@ -690,6 +691,7 @@ def run_sweep(args: SweepArgs) -> int:
             console.print(
                 f"[{o['status']}] {o['label']} {o['env']} seed{o['seed']}{extra}{err}",
                 highlight=False,
+                markup=False,
             )
 
     console.print(f"revflow sweep: {len(specs)} runs, backend {args.backend}")
