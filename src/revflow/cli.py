@@ -100,6 +100,40 @@ def _agent_class(algo: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def _parse_train_command(
+    argv: Sequence[str], prog: str, loop_cls: type, doc: str, extra: list | None = None
+) -> Any:
+    """Parse ``--algo``/``--preset`` first, then every option of the loop config ``loop_cls``
+    (un-prefixed) and of that algorithm's config (``--agent.<field>``, preset defaults)."""
+    algo = _option_value(argv, "algo") or loop_cls.algo
+    preset = _option_value(argv, "preset") or "reference"
+    cls = _agent_class(algo)
+    try:
+        agent_default = cls.Config.from_preset(preset)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    command = dataclasses.make_dataclass(
+        "TrainCommand",
+        [
+            (
+                "train",
+                Annotated[loop_cls, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default=loop_cls(algo=algo)),
+            ),
+            ("agent", cls.Config, dataclasses.field(default=agent_default)),
+            ("preset", str, dataclasses.field(default=preset)),
+            *(extra or []),
+        ],
+    )
+    command.__doc__ = doc.format(
+        algo=algo,
+        config=cls.Config.__name__,
+        preset=preset,
+        presets=", ".join(sorted(cls.Config.PRESETS)),
+    )
+    return tyro.cli(command, args=list(argv), prog=prog)
+
+
 def _train_command(argv: Sequence[str]) -> int:
     resume = _option_value(argv, "resume")
     if resume is not None:
@@ -114,33 +148,15 @@ def _train_command(argv: Sequence[str]) -> int:
             raise UsageError(str(err)) from err
         return 0
 
-    algo = _option_value(argv, "algo") or TrainConfig.algo
-    preset = _option_value(argv, "preset") or "reference"
-    cls = _agent_class(algo)
-    try:
-        agent_default = cls.Config.from_preset(preset)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-    command = dataclasses.make_dataclass(
-        "TrainCommand",
-        [
-            (
-                "train",
-                Annotated[TrainConfig, tyro.conf.OmitArgPrefixes],
-                dataclasses.field(default=dataclasses.replace(TrainConfig(), algo=algo)),
-            ),
-            ("agent", cls.Config, dataclasses.field(default=agent_default)),
-            ("preset", str, dataclasses.field(default=preset)),
-            ("resume", str | None, dataclasses.field(default=None)),
-        ],
+    parsed = _parse_train_command(
+        argv,
+        "revflow train",
+        TrainConfig,
+        "Train an agent. Agent options are those of --algo {algo} ({config}, defaults of "
+        "--preset {preset}); presets: {presets}. --resume RUN_DIR continues a killed run "
+        "(no other options).",
+        extra=[("resume", str | None, dataclasses.field(default=None))],
     )
-    command.__doc__ = (
-        f"Train an agent. Agent options are those of --algo {algo} "
-        f"({cls.Config.__name__}, defaults of --preset {preset}); presets: "
-        f"{', '.join(sorted(cls.Config.PRESETS))}. --resume RUN_DIR continues a killed run "
-        "(no other options)."
-    )
-    parsed = tyro.cli(command, args=list(argv), prog="revflow train")
     cfg: TrainConfig = parsed.train
     try:
         cfg.validate()
@@ -290,32 +306,15 @@ def _toy_command(argv: Sequence[str]) -> int:
 def _train_compiled_command(argv: Sequence[str]) -> int:
     from revflow.compiled import CompiledConfig, CompiledTrainer, train_compiled
 
-    algo = _option_value(argv, "algo") or CompiledConfig.algo
-    preset = _option_value(argv, "preset") or "reference"
-    cls = _agent_class(algo)
-    try:
-        agent_default = cls.Config.from_preset(preset)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-    command = dataclasses.make_dataclass(
-        "TrainCompiledCommand",
-        [
-            (
-                "train",
-                Annotated[CompiledConfig, tyro.conf.OmitArgPrefixes],
-                dataclasses.field(default=CompiledConfig(algo=algo)),
-            ),
-            ("agent", cls.Config, dataclasses.field(default=agent_default)),
-            ("preset", str, dataclasses.field(default=preset)),
-        ],
-    )
-    command.__doc__ = (
+    parsed = _parse_train_command(
+        argv,
+        "revflow train-compiled",
+        CompiledConfig,
         "Train on a JAX-native environment (mjx:*) with the fully compiled loop "
         "(revflow.compiled): parallel envs, device-resident replay and updates in one jitted "
-        f"call per chunk, sharded over all visible devices. Agent options are those of --algo "
-        f"{algo} ({cls.Config.__name__}, defaults of --preset {preset})."
+        "call per chunk, sharded over all visible devices. Agent options are those of --algo "
+        "{algo} ({config}, defaults of --preset {preset}); presets: {presets}.",
     )
-    parsed = tyro.cli(command, args=list(argv), prog="revflow train-compiled")
     cfg = parsed.train
     try:
         cfg.validate()
