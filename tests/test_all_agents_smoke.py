@@ -16,7 +16,6 @@ freshly compiled program in a new process is covered by
 from __future__ import annotations
 
 import csv
-import dataclasses
 from pathlib import Path
 
 import jax
@@ -24,7 +23,8 @@ import numpy as np
 import pytest
 
 import revflow.engine as engine
-from revflow.agents.registry import available, get_agent_class, make_config
+from _support import config_for
+from revflow.agents.registry import available, make_config
 from revflow.checkpoint import latest_step, list_steps, restore_checkpoint
 from revflow.engine import TrainConfig, evaluate, load_agent, read_result, resume, train
 
@@ -52,8 +52,7 @@ def tiny_config(algo: str):
         return make_config(
             "sac", "fast", batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32)
         )
-    fields = {f.name for f in dataclasses.fields(get_agent_class(algo).Config)}
-    return make_config(algo, "fast", **{k: v for k, v in TINY.items() if k in fields})
+    return config_for(algo, TINY)
 
 
 @pytest.fixture

@@ -23,62 +23,13 @@ since tanh'(u) underflows once |u| > 9.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 
-import jax
 import pytest
 
-from revflow.agents.registry import get_agent_class, make_agent, make_config
-from revflow.engine import TrainConfig, evaluate, load_agent, train
+from _support import learn_pendulum
 
-ENV = "gym:Pendulum-v1"
 STEPS = 5000  # env steps of every learning check here
-
-#: The shared small budget (module docstring); each agent takes the fields its config has.
-SMALL = {
-    "batch_size": 128,
-    "critic_hidden": (128, 128),
-    "actor_hidden": 64,
-    "embed_dim": 32,
-    "num_particles": 8,
-    "num_flow_steps": 5,
-    "num_reverse_samples": 16,
-}
-
-
-def small_config(algo: str):
-    fields = {f.name for f in dataclasses.fields(get_agent_class(algo).Config)}
-    return make_config(algo, "fast", **{k: v for k, v in SMALL.items() if k in fields})
-
-
-def learn_pendulum(algo: str, tmp_path: Path, steps: int, seed: int = 0) -> tuple[float, float]:
-    """``(untrained return, trained return)`` of ``algo`` after ``steps`` env steps."""
-    agent_cfg = small_config(algo)
-    cfg = TrainConfig(
-        algo=algo,
-        env=ENV,
-        seed=seed,
-        steps=steps,
-        warmup_steps=1000,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        run_dir=str(tmp_path),
-        tensorboard=False,
-        progress=False,
-    )
-    agent = make_agent(algo, agent_cfg, 3, 1)
-    untrained = evaluate(agent, agent.init(jax.random.key(seed)), ENV, 10, "best-of-n", 99)[0]
-    start = time.perf_counter()
-    agent, state, _, _ = load_agent(train(cfg, agent_cfg))
-    trained = evaluate(agent, state, ENV, 10, "best-of-n", 99)[0]
-    print(
-        f"{algo}: untrained {untrained:.1f}, trained {trained:.1f} after {steps} steps, "
-        f"{time.perf_counter() - start:.0f} s"
-    )
-    return untrained, trained
 
 
 @pytest.mark.slow

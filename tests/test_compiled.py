@@ -27,15 +27,7 @@ from revflow.compiled import (
 )
 from revflow.engine import TrainConfig
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-    # MJX programs take tens of seconds to compile on a small CPU; XLA's cheap pipeline
-    # roughly halves that.
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 TINY = {

@@ -13,15 +13,7 @@ from revflow import envs, jax_envs
 from revflow.envs import env_info, list_envs, make_env
 from revflow.mjx_tasks import DMC_NAMES, TASKS, tolerance
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-    # MJX programs take tens of seconds to compile on a small CPU; XLA's cheap pipeline
-    # halves that and the results stay correct.
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_names_are_listed_and_unknown_names_fail_before_any_construction(monkeypatch):

@@ -181,36 +181,8 @@ def test_rfm_learns_pendulum(tmp_path):
     """A small RFM on Pendulum-v1, 6000 env steps (about a minute on 2 cores). Measured on
     this CPU: trained -531 (seed 0) and -153 (seed 1); the untrained policy scores about
     -1500 (test_engine's SAC learning test measures it)."""
-    from revflow.engine import TrainConfig, evaluate, load_agent, train
+    from _support import learn_pendulum
 
-    env = "gym:Pendulum-v1"
-    cfg = TrainConfig(
-        algo="rfm",
-        env=env,
-        seed=0,
-        steps=6000,
-        warmup_steps=1000,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        run_dir=str(tmp_path),
-        tensorboard=False,
-        progress=False,
-    )
-    agent_cfg = make_config(
-        "rfm",
-        "fast",
-        batch_size=128,
-        critic_hidden=(128, 128),
-        actor_hidden=64,
-        embed_dim=32,
-        num_particles=8,
-        num_flow_steps=4,
-        num_reverse_samples=16,
-    )
-    agent = make_agent("rfm", agent_cfg, 3, 1)
-    untrained = evaluate(agent, agent.init(jax.random.key(0)), env, 10, "best-of-n", 99)[0]
-    agent, state, _, _ = load_agent(train(cfg, agent_cfg))
-    trained = evaluate(agent, state, env, 10, "best-of-n", 99)[0]
+    untrained, trained = learn_pendulum("rfm", tmp_path, 6000, num_flow_steps=4)
     assert untrained < -900, untrained
     assert trained > -800, trained
