@@ -242,3 +242,18 @@ def test_repeated_cli_options_accumulate(tmp_path: Path, capsys: pytest.CaptureF
         (0.99, 10),
         (0.99, 20),
     }
+
+
+def test_worker_is_pinned_before_it_imports_jax() -> None:
+    from revflow.sweep import _worker_command
+
+    spec = RunSpec("sac", ENV, 0, "sac", "fast", {}, {}, "/nonexistent")
+    core = sorted(os.sched_getaffinity(0))[-1]
+    cmd = _worker_command(spec, [core])
+    assert cmd[-2:] == ["--worker", spec.to_json()]
+    head, _, _ = cmd[2].partition("import sys;")
+    assert "sched_setaffinity" in head and "revflow" not in head  # pin first, then import
+    probe = [*cmd[:2], head + "import sys; print(sorted(os.sched_getaffinity(0)))"]
+    out = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [f"[{core}]"]
+    assert "sched_setaffinity" not in _worker_command(spec, None)[2]

@@ -489,6 +489,15 @@ def _outcome(spec: RunSpec, status: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def _worker_command(spec: RunSpec, cores: Sequence[int] | None) -> list[str]:
+    """The worker's command line. Pinning happens in the child before anything imports JAX
+    (so XLA sizes its thread pool to the pinned cores), not in a pre-exec hook: forking a
+    multithreaded JAX process and running Python before exec can deadlock."""
+    pin = f"import os; os.sched_setaffinity(0, {sorted(cores)!r}); " if cores else ""
+    code = f"{pin}import sys; from revflow.sweep import _main; sys.exit(_main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, "--worker", spec.to_json()]
+
+
 def run_subprocess(spec: RunSpec, cores: Sequence[int] | None = None) -> dict[str, Any]:
     """Run one spec in a fresh Python process (pinned to ``cores``); returns its outcome."""
     path = Path(spec.run_dir)
@@ -497,18 +506,13 @@ def run_subprocess(spec: RunSpec, cores: Sequence[int] | None = None) -> dict[st
     before = run_state(spec)[0]
     t0 = time.time()
 
-    def pin() -> None:  # runs in the child before exec
-        if cores:
-            os.sched_setaffinity(0, cores)
-
     with log.open("a") as out:
         out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} revflow sweep ({before})\n")
         out.flush()
         proc = subprocess.run(
-            [sys.executable, "-m", "revflow.sweep", "--worker", spec.to_json()],
+            _worker_command(spec, cores),
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=pin if cores else None,
             check=False,
         )
     outcome = _outcome(
