@@ -98,6 +98,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per configuration")
     parser.add_argument("--budget", type=float, default=420.0, help="skip configs after this")
     parser.add_argument("--out", default="gpu_fused.json")
+    parser.add_argument(
+        "--require-backend",
+        default=None,
+        help="exit at once unless JAX's default backend is this one (e.g. gpu)",
+    )
     args = parser.parse_args(argv)
     if args.quick:  # compile-bound on a CPU: XLA's cheap pipeline, two configurations
         args.presets, args.num_envs, args.batch_size = ["fast"], [2], 8
@@ -106,11 +111,33 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     name = getattr(device, "device_kind", str(device))
     print(f"device: {name} x {jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}")
+    if args.require_backend and jax.default_backend() != args.require_backend:
+        print(f"expected backend {args.require_backend!r}, got {jax.default_backend()!r}")
+        return 2
     configs = [
         (algo, preset, n) for preset in args.presets for n in args.num_envs for algo in args.algos
     ]
-    rows, skipped = [], []
+    rows, skipped, failed = [], [], []
     start = time.perf_counter()
+
+    def write() -> dict:  # after every configuration, so a cut-off run keeps its rows
+        out = {
+            "device": name,
+            "device_count": jax.device_count(),
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+            "env": args.env,
+            "total_s": round(time.perf_counter() - start, 1),
+            "rows": rows,
+            "skipped": skipped,
+            "failed": failed,
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        tmp.replace(args.out)
+        return out
+
     print(
         f"{'algo':5} {'preset':9} {'envs':>5} {'compile s':>9} {'env steps/s':>12} "
         f"{'updates/s':>10}",
@@ -121,28 +148,24 @@ def main(argv=None) -> int:
             skipped.append({"algo": algo, "preset": preset, "num_envs": n})
             print(f"{algo:5} {preset:9} {n:5d}   skipped (time budget)", flush=True)
             continue
-        row = measure(algo, preset, n, args.env, args.seconds, args.batch_size, args.quick)
+        try:
+            row = measure(algo, preset, n, args.env, args.seconds, args.batch_size, args.quick)
+        except Exception as err:  # e.g. out of device memory: keep the other rows
+            failed.append({"algo": algo, "preset": preset, "num_envs": n, "error": repr(err)})
+            print(f"{algo:5} {preset:9} {n:5d}   failed: {err!r}"[:400], flush=True)
+            write()
+            continue
         rows.append(row)
+        write()
         print(
             f"{algo:5} {preset:9} {n:5d} {row['compile_s']:9.1f} "
             f"{row['env_steps_per_s']:12.1f} {row['updates_per_s']:10.1f}",
             flush=True,
         )
-    out = {
-        "device": name,
-        "device_count": jax.device_count(),
-        "backend": jax.default_backend(),
-        "jax": jax.__version__,
-        "env": args.env,
-        "total_s": round(time.perf_counter() - start, 1),
-        "rows": rows,
-        "skipped": skipped,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    out = write()
     print(f"wrote {args.out} ({out['total_s']} s)")
     ok = all(r["finite"] and math.isfinite(r["env_steps_per_s"]) for r in rows)
-    return 0 if ok else 1
+    return 0 if ok and not failed else 1
 
 
 if __name__ == "__main__":
