@@ -5,15 +5,18 @@ parallel environments on ``mjx:CheetahRun``: compile time of the chunk function,
 and gradient updates/s of the fused loop (act, env step, replay insert, ``utd`` updates per
 iteration; no warm-up, so every timed iteration updates). Writes the rows as JSON.
 
-    python benchmarks/gpu_fused.py --out docs/gpu_fused.json          # on the GPU machine
+    XLA_FLAGS=--xla_gpu_triton_gemm_any=true \
+        python benchmarks/gpu_fused.py --out docs/gpu/fused.json        # on the GPU machine
     python benchmarks/gpu_fused.py --quick                            # tiny CPU check
 
 ``--quick``: tiny networks, 2 environments, fast preset, XLA's cheap compile pipeline; it
 only checks that the script runs (its numbers mean nothing).
 
-Made to finish in about 8 minutes on one H100 including compilation: each configuration is
-timed for ``--seconds`` after its compile, and configurations still left when
-``--budget`` seconds have passed are skipped (and listed as skipped), fast preset first.
+Measured on an H200 (README; ``docs/gpu/h200_fused.json``), compiling one configuration
+takes 60-85 s and dominates the run. Each configuration is timed for ``--seconds`` after its
+compile; configurations still left when ``--budget`` seconds have passed are skipped (and
+listed as skipped), fast preset first, so the default budget (420 s) covers about six
+configurations in about 8 minutes. The JSON is rewritten after every configuration.
 """
 
 from __future__ import annotations
