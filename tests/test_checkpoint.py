@@ -13,6 +13,8 @@ import numpy as np
 import optax
 import pytest
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from revflow.checkpoint import (
     CheckpointError,
@@ -211,3 +213,38 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="keep"):
         save_checkpoint(tmp_path, 1, {"a": np.ones(1)}, keep=0)
     assert latest_step(tmp_path) is None
+
+
+def test_zero_size_leaves_round_trip_onto_the_template_sharding(tmp_path):
+    """orbax refuses zero-size arrays (MJX's Data has many): they are kept as metadata and
+    rebuilt; every jax leaf, typed keys included, comes back with the template's sharding."""
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()[:1]), ("data",)), P("data"))
+    state = {
+        "mocap_pos": jax.device_put(jnp.zeros((2, 0, 3), jnp.float32), sharding),
+        "empty_int": np.zeros((0,), np.int32),
+        "empty_bf16": jnp.zeros((0, 2), jnp.bfloat16),
+        "empty_keys": jax.random.split(jax.random.key(0), 0),
+        "qpos": jax.device_put(jnp.arange(6.0).reshape(2, 3), sharding),
+        "keys": jax.device_put(jax.random.split(jax.random.key(1), 2), sharding),
+        "count": 3,
+    }
+    save_checkpoint(tmp_path, 1, state)
+    meta = json.loads((tmp_path / "checkpoints" / "1" / "meta" / "metadata").read_text())
+    assert meta["num_leaves"] == 7
+    template = jax.tree.map(
+        lambda x: (
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            if isinstance(x, jax.Array)
+            else x
+        ),
+        state,
+    )
+    restored, _ = restore_checkpoint(tmp_path, template)
+    _assert_trees_bit_equal(restored, state)
+    for name in ("mocap_pos", "qpos", "keys"):
+        assert restored[name].sharding == sharding, name
+    # Only zero-size leaves: nothing for orbax to write at all.
+    only_empty = {"a": np.zeros((0, 2), np.float32)}
+    save_checkpoint(tmp_path, 2, only_empty)
+    restored, _ = restore_checkpoint(tmp_path, only_empty, step=2)
+    assert restored["a"].shape == (0, 2) and restored["a"].dtype == np.float32

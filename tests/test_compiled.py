@@ -1,10 +1,13 @@
 """The fully compiled training loop (revflow.compiled): tiny runs of rfm and sac on an MJX
-task, the replay sampler, configuration errors, and sharding over two (fake CPU) devices."""
+task, the replay sampler, configuration errors, sharding over two (fake CPU) devices, and
+checkpoints: exact resume, refused resumes, `revflow eval` of a compiled run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from revflow import compiled
 from revflow.agents.registry import make_config
-from revflow.checkpoint import latest_step
+from revflow.checkpoint import CheckpointError, latest_step, list_steps, save_checkpoint
 from revflow.cli import main
 from revflow.compiled import (
     CompiledConfig,
@@ -25,7 +29,7 @@ from revflow.compiled import (
     make_mesh,
     train_compiled,
 )
-from revflow.engine import TrainConfig
+from revflow.engine import ConfigMismatchError, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -201,3 +205,142 @@ def test_two_devices_split_envs_and_batch_and_match_one_device():
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SHARDING OK" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints, resume, revflow eval
+# --------------------------------------------------------------------------------------------
+
+
+def resume_config(**kw) -> CompiledConfig:
+    """12 iterations of 2 envs in chunks of 2 (chunk ends every 4 env steps), an evaluation
+    at each, checkpoints at env steps 8, 16 and 24 (the end)."""
+    base = {"chunk_iters": 2, "checkpoint_every": 8, "eval_every": 4, "eval_episodes": 2}
+    return tiny_config("sac", **{**base, **kw})
+
+
+def _bits(tree) -> list[tuple]:
+    out = []
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        arr = np.asarray(leaf)
+        out.append((arr.shape, arr.dtype.str, arr.tobytes()))
+    return out
+
+
+def _assert_same_run(a, b, state_a, state_b) -> None:
+    """Bit-exact: every leaf of the final LoopState, result.json, eval.csv and metrics.csv
+    without the timing column charts/sps."""
+    assert jax.tree_util.tree_structure(state_a) == jax.tree_util.tree_structure(state_b)
+    bits_a, bits_b = _bits(state_a), _bits(state_b)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state_a)[0]]
+    differing = [p for p, x, y in zip(paths, bits_a, bits_b, strict=True) if x != y]
+    assert not differing, f"{len(differing)} leaves differ, e.g. {differing[:5]}"
+    for name in ("result.json", "eval.csv"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+
+    def metrics(path):
+        rows = [r.split(",") for r in (path / "metrics.csv").read_text().splitlines()]
+        sps = rows[0].index("charts/sps")
+        return [r[:sps] + r[sps + 1 :] for r in rows]
+
+    assert metrics(a) == metrics(b)
+
+
+class Stop(Exception):
+    """Stands for the process being killed."""
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    """~85 s on the loaded 2-core CPU (one compile of the chunk and of the evaluation, shared
+    by the three runs): stopped before its last chunk (after logging step 20, past the checkpoint at
+    16), the resumed run drops the rows after 16 and ends bit-exactly as the uninterrupted run.
+    A fresh trainer then restores the finished run's final state (resume of a complete run)."""
+    cfg, agent_cfg = resume_config(), make_config("sac", "fast", **TINY["sac"])
+    trainer = CompiledTrainer(cfg, agent_cfg)
+    full, full_state = train_compiled(cfg, agent_cfg, tmp_path / "full", trainer=trainer)
+    assert list_steps(full) == [16, 24]  # keep_checkpoints=2 of 8, 16, 24
+    evals = (full / "eval.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in evals] == [4, 8, 12, 16, 20, 24]
+
+    real_chunk = trainer.chunk_fn()
+    calls = []
+
+    def stopping_chunk(state, num):
+        calls.append(int(num))
+        if len(calls) == 6:
+            raise Stop
+        return real_chunk(state, num)
+
+    monkeypatch.setattr(trainer, "chunk_fn", lambda: stopping_chunk)
+    with pytest.raises(Stop):
+        train_compiled(cfg, agent_cfg, tmp_path / "cut", trainer=trainer)
+    cut = tmp_path / "cut"
+    assert latest_step(cut) == 16 and not (cut / "result.json").exists()
+    assert (cut / "eval.csv").read_text().splitlines()[-1].startswith("20,")
+    monkeypatch.undo()
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_compiled(cfg, agent_cfg, cut, trainer=trainer)
+    _, resumed_state = train_compiled(cfg, agent_cfg, cut, trainer=trainer, resume=True)
+    _assert_same_run(full, cut, full_state, resumed_state)
+
+    # As a new process would: a fresh trainer from config.json; the run is complete, so
+    # resume only restores its final checkpoint (placed on the mesh).
+    _, restored = compiled.resume(full)
+    _assert_same_run(full, full, full_state, restored)
+    assert restored.env.obs.sharding == full_state.env.obs.sharding
+
+
+def test_resume_refuses_a_changed_config_and_a_missing_checkpoint(tmp_path, capsys):
+    """No compute: the saved config is checked before any array is read or compiled."""
+    cfg, agent_cfg = resume_config(), make_config("sac", "fast", **TINY["sac"])
+    trainer = CompiledTrainer(cfg, agent_cfg)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .*nothing to resume"):
+        train_compiled(cfg, agent_cfg, run, trainer=trainer, resume=True)
+    config = compiled._config_dict(cfg, agent_cfg, make_mesh(1))
+    save_checkpoint(run, 8, {"x": np.zeros(1)}, {"config": config})
+    (run / "config.json").write_text(json.dumps(config))
+    changed = dataclasses.replace(cfg, utd=2)
+    changed_agent = dataclasses.replace(agent_cfg, gamma=0.9)
+    with pytest.raises(ConfigMismatchError, match=r"compiled\.utd: 1 != 2") as err:
+        train_compiled(changed, changed_agent, run, resume=True)
+    assert "agent.gamma" in str(err.value) and "checkpoint 8" in str(err.value)
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        train_compiled(cfg, agent_cfg, run, trainer=trainer)
+    # The CLI: config.json edited after the checkpoint; --resume takes no other options.
+    (run / "config.json").write_text(
+        json.dumps({**config, "compiled": {**config["compiled"], "steps": 48}})
+    )
+    assert main(["train-compiled", "--resume", str(run)]) == 2
+    assert "compiled.steps: 24 != 48" in capsys.readouterr().err
+    assert main(["train-compiled", "--resume", str(run), "--seed", "1"]) == 2
+    assert "no other options" in capsys.readouterr().err
+    assert main(["train-compiled", "--resume", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        resume_config(checkpoint_every=-1).validate()
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        resume_config(keep_checkpoints=0).validate()
+
+
+def test_revflow_eval_reads_a_compiled_run(tmp_path, capsys):
+    """~30 s on the loaded 2-core CPU (compiles the evaluation): an untrained agent's checkpoint,
+    written as the loop writes them, evaluated on its mjx: task by `revflow eval`."""
+    cfg, agent_cfg = resume_config(), make_config("sac", "fast", **TINY["sac"])
+    trainer = CompiledTrainer(cfg, agent_cfg)
+    run = tmp_path / "run"
+    config = compiled._config_dict(cfg, agent_cfg, trainer.mesh)
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    state = trainer.init_state()
+    compiled._save(run, 8, state, compiled._Host.initial(cfg), config, cfg)
+    assert compiled.is_compiled_run(run) and not compiled.is_compiled_run(tmp_path)
+    assert main(["eval", str(run), "--episodes", "3", "--mode", "sample"]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"checkpoint at step 8, mode sample: return (\S+) ± (\S+) over 3", out)
+    assert match, out
+    assert np.isfinite(float(match[1])) and np.isfinite(float(match[2]))

@@ -21,6 +21,13 @@ shapes and dtypes are checked against ``template`` and the leaves are put back i
 template's structure, so restoring needs no pickled classes. Each leaf carries a CRC32 so
 silently corrupted data is detected, not returned.
 
+Zero-size leaves (MJX's ``Data`` has many, e.g. ``mocap_pos`` of shape (N, 0, 3) in a model
+without mocap bodies; orbax refuses to save them) are recorded in ``meta`` like any leaf but
+have no array data; restore rebuilds them from their stored shape and dtype.
+
+Placement: a leaf restored into a jax template leaf (an array, or a ``jax.ShapeDtypeStruct``
+with a ``sharding``) gets that leaf's sharding, typed PRNG keys included.
+
 ``extra`` is a JSON sidecar (config, counters, ``np.random.Generator.bit_generator.state``
 ...). numpy scalars and arrays in it are converted to Python numbers and lists.
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 import shutil
 import zlib
@@ -44,6 +52,7 @@ __all__ = [
     "CheckpointError",
     "latest_step",
     "list_steps",
+    "read_extra",
     "restore_checkpoint",
     "save_checkpoint",
 ]
@@ -207,7 +216,8 @@ def save_checkpoint(
     for i, (path, leaf) in enumerate(leaves_with_path):
         kind = _kind(leaf)
         arr = _to_numpy(leaf)
-        flat[_leaf_key(i)] = arr
+        if arr.size:  # zero-size leaves: metadata only (orbax cannot save them)
+            flat[_leaf_key(i)] = arr
         leaves_meta.append(
             {
                 "path": jax.tree_util.keystr(path),
@@ -218,7 +228,7 @@ def save_checkpoint(
                 "crc32": _crc(arr),
             }
         )
-    meta = {"format": FORMAT, "step": step, "num_leaves": len(flat), "leaves": leaves_meta}
+    meta = {"format": FORMAT, "step": step, "num_leaves": len(leaves_meta), "leaves": leaves_meta}
 
     root = _ckpt_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -258,6 +268,54 @@ def _remove_tmp_dirs(root: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _checkpoint_path(run_dir: str | Path, step: int | None) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    if step is None:
+        step = latest_step(run_dir)
+        if step is None:
+            raise CheckpointError(f"no finalised checkpoint in {_ckpt_root(run_dir)}")
+    path = _ckpt_root(run_dir) / str(int(step))
+    if not _is_complete(path):
+        available = list_steps(run_dir)
+        raise CheckpointError(
+            f"no finalised checkpoint for step {step} in {_ckpt_root(run_dir)} "
+            f"(available steps: {available or 'none'})"
+        )
+    return path
+
+
+def _read_head(ckptr: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(meta, extra)`` of the checkpoint at ``path`` (no array data is read)."""
+    import orbax.checkpoint as ocp
+
+    try:
+        head = ckptr.restore(
+            path,
+            args=ocp.args.Composite(meta=ocp.args.JsonRestore(), extra=ocp.args.JsonRestore()),
+        )
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} metadata is unreadable: {e}") from e
+    meta, extra = head["meta"], head["extra"]
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has unknown format metadata")
+    return meta, extra
+
+
+def read_extra(run_dir: str | Path, step: int | None = None) -> dict[str, Any]:
+    """The JSON ``extra`` of checkpoint ``step`` (default: latest) without reading its arrays,
+    e.g. to compare a saved config before building a template. Errors as
+    :func:`restore_checkpoint`."""
+    path = _checkpoint_path(run_dir, step)
+    with _quiet():
+        ckptr = _checkpointer()
+        try:
+            return _read_head(ckptr, path)[1]
+        finally:
+            ckptr.close()
+
+
 def restore_checkpoint(
     run_dir: str | Path, template: PyTree, step: int | None = None
 ) -> tuple[PyTree, dict[str, Any]]:
@@ -274,59 +332,39 @@ def restore_checkpoint(
     """
     import orbax.checkpoint as ocp
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
-    if step is None:
-        step = latest_step(run_dir)
-        if step is None:
-            raise CheckpointError(f"no finalised checkpoint in {_ckpt_root(run_dir)}")
-    path = _ckpt_root(run_dir) / str(int(step))
-    if not _is_complete(path):
-        available = list_steps(run_dir)
-        raise CheckpointError(
-            f"no finalised checkpoint for step {step} in {_ckpt_root(run_dir)} "
-            f"(available steps: {available or 'none'})"
-        )
-
+    path = _checkpoint_path(run_dir, step)
     with _quiet():
         ckptr = _checkpointer()
         try:
-            try:
-                head = ckptr.restore(
-                    path,
-                    args=ocp.args.Composite(
-                        meta=ocp.args.JsonRestore(), extra=ocp.args.JsonRestore()
-                    ),
-                )
-            except Exception as e:
-                raise CheckpointError(f"checkpoint {path} metadata is unreadable: {e}") from e
-            meta, extra = head["meta"], head["extra"]
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise CheckpointError(f"checkpoint {path} has unknown format metadata")
+            meta, extra = _read_head(ckptr, path)
             t_paths, t_leaves, treedef = _check_template(path, meta, template)
-            if not t_leaves:
-                return jax.tree_util.tree_unflatten(treedef, []), extra
-            restore_args = {
-                _leaf_key(i): ocp.RestoreArgs(restore_type=np.ndarray) for i in range(len(t_leaves))
-            }
-            try:
-                out = ckptr.restore(
-                    path,
-                    args=ocp.args.Composite(
-                        state=ocp.args.PyTreeRestore(restore_args=restore_args)
-                    ),
-                )
-                flat = out["state"]
-            except Exception as e:
-                raise CheckpointError(
-                    f"checkpoint {path} is truncated or corrupt (array data unreadable): {e}"
-                ) from e
+            stored = [i for i, lmeta in enumerate(meta["leaves"]) if math.prod(lmeta["shape"])]
+            flat: Any = {}
+            if stored:
+                restore_args = {
+                    _leaf_key(i): ocp.RestoreArgs(restore_type=np.ndarray) for i in stored
+                }
+                try:
+                    out = ckptr.restore(
+                        path,
+                        args=ocp.args.Composite(
+                            state=ocp.args.PyTreeRestore(restore_args=restore_args)
+                        ),
+                    )
+                    flat = out["state"]
+                except Exception as e:
+                    raise CheckpointError(
+                        f"checkpoint {path} is truncated or corrupt (array data unreadable): {e}"
+                    ) from e
         finally:
             ckptr.close()
 
     leaves = []
     for i, (lpath, tleaf, lmeta) in enumerate(zip(t_paths, t_leaves, meta["leaves"], strict=True)):
+        if not math.prod(lmeta["shape"]):
+            arr = np.zeros(lmeta["shape"], np.dtype(lmeta["dtype"]))
+            leaves.append(_from_numpy(arr, tleaf, lmeta))
+            continue
         arr = flat.get(_leaf_key(i)) if isinstance(flat, dict) else None
         if arr is None:
             raise CheckpointError(f"checkpoint {path} lacks array data for leaf {lpath}")
@@ -379,10 +417,11 @@ def _check_template(path: Path, meta: dict[str, Any], template: PyTree):
 
 def _from_numpy(arr: np.ndarray, tleaf: Any, lmeta: dict[str, Any]) -> Any:
     kind = _kind(tleaf)
+    sharding = getattr(tleaf, "sharding", None) if kind in ("jax", "jax_key") else None
     if kind == "jax_key":
-        return jax.random.wrap_key_data(arr, impl=lmeta["key_impl"])
+        key = jax.random.wrap_key_data(arr, impl=lmeta["key_impl"])
+        return key if sharding is None else jax.device_put(key, sharding)
     if kind == "jax":
-        sharding = getattr(tleaf, "sharding", None)
         if sharding is not None:
             return jax.device_put(arr, sharding)
         return jax.numpy.asarray(arr)

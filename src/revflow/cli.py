@@ -7,6 +7,7 @@
     revflow train --resume RUN_DIR
     revflow train-compiled --algo sac --env mjx:CheetahRun --num-envs 64 [--steps N] [--preset fast]
                   [any option of revflow.compiled.CompiledConfig] [--agent.<field> VALUE ...]
+    revflow train-compiled --resume RUN_DIR
     revflow eval RUN_DIR [--mode best-of-n|sample] [--episodes N] [--video out.mp4]
     revflow bench throughput --algo rfm [--preset reference|fast] [--env ...] [--json out.json]
     revflow sweep [FILE.yaml] [--algos ...] [--envs ...] [--seeds ...] [--set K=V] [--grid K=V1,V2]
@@ -42,8 +43,10 @@ commands:
   train               train an agent (revflow train --help lists every option);
                       revflow train --resume RUN_DIR continues a killed run
   train-compiled      train on a JAX-native env (mjx:*) with N parallel envs, the whole
-                      loop in one jitted call per chunk, sharded over all devices
-  eval                evaluate the latest checkpoint of a run: revflow eval RUN_DIR
+                      loop in one jitted call per chunk, sharded over all devices;
+                      revflow train-compiled --resume RUN_DIR continues a killed run
+  eval                evaluate the latest checkpoint of a run (train or train-compiled):
+                      revflow eval RUN_DIR
   bench throughput    compile time, updates/s, env steps/s and GFLOP/s of an agent
   sweep               a grid of runs (algos x envs x seeds x overrides), local or on Ray;
                       skips finished runs, resumes interrupted ones
@@ -182,7 +185,10 @@ def _train_command(argv: Sequence[str]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class EvalArgs:
-    """Evaluate the latest checkpoint of a run and report mean ± std return."""
+    """Evaluate the latest checkpoint of a run and report mean ± std return. A compiled run
+    (revflow train-compiled) is evaluated on its own mjx: task, with the compiled loop's
+    evaluation (its episode length; compiles one jitted call); its --video renders the
+    task's dm_control twin (dmc:..., built-in mjx: tasks only)."""
 
     #: The run directory (holds config.json and checkpoints/).
     run_dir: tyro.conf.Positional[str]
@@ -223,9 +229,11 @@ def _eval_command(argv: Sequence[str]) -> int:
     if args.video:
         _check_video_writer(args.video)
 
-    from revflow import engine
+    from revflow import compiled, engine
     from revflow.checkpoint import CheckpointError
 
+    if compiled.is_compiled_run(args.run_dir):
+        return _eval_compiled(args)
     try:
         agent, state, cfg, step = engine.load_agent(args.run_dir)
     except (FileNotFoundError, CheckpointError, engine.ConfigMismatchError) as err:
@@ -241,6 +249,43 @@ def _eval_command(argv: Sequence[str]) -> int:
 
         imageio.mimsave(args.video, frames, fps=30)
         print(f"video of one episode ({len(frames)} frames) written to {args.video}")
+    return 0
+
+
+def _eval_compiled(args: EvalArgs) -> int:
+    import jax
+
+    from revflow import compiled, engine
+    from revflow.checkpoint import CheckpointError
+    from revflow.mjx_tasks import DMC_NAMES
+
+    try:
+        cfg, _ = compiled.load_run(args.run_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    twin = DMC_NAMES.get(cfg.env.removeprefix("mjx:"))
+    if args.video and twin is None:
+        raise UsageError(
+            f"--video renders the dm_control twin of a compiled run's task; {cfg.env} has none "
+            f"(built-in twins: {', '.join('mjx:' + n for n in DMC_NAMES)})"
+        )
+    try:
+        trainer, state, step = compiled.load_agent(
+            args.run_dir, eval_episodes=args.episodes, eval_mode=args.mode
+        )
+    except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:
+        raise UsageError(str(err)) from err
+    returns = trainer.evaluate(state, jax.random.key(args.seed))
+    print(
+        f"{cfg.algo} on {cfg.env} (compiled run), checkpoint at step {step}, mode {args.mode}: "
+        f"return {returns.mean():.2f} ± {returns.std():.2f} over {args.episodes} episodes"
+    )
+    if args.video:
+        frames = engine.render_episode(trainer.agent, state, f"dmc:{twin}", args.mode, args.seed)
+        import imageio.v2 as imageio
+
+        imageio.mimsave(args.video, frames, fps=30)
+        print(f"video of one episode of dmc:{twin} ({len(frames)} frames) written to {args.video}")
     return 0
 
 
@@ -305,6 +350,27 @@ def _toy_command(argv: Sequence[str]) -> int:
 
 def _train_compiled_command(argv: Sequence[str]) -> int:
     from revflow.compiled import CompiledConfig, CompiledTrainer, train_compiled
+    from revflow.engine import ConfigMismatchError
+
+    resume = _option_value(argv, "resume")
+    if resume is not None:
+        others = [t for t in argv if t.partition("=")[0] != "--resume" and t != resume]
+        if others:
+            raise UsageError(f"--resume takes no other options (got {' '.join(others)})")
+        from revflow.checkpoint import CheckpointError
+        from revflow.compiled import load_run
+
+        try:  # the saved config, the devices it needs: checked before any compute
+            cfg, agent_cfg = load_run(resume)
+            trainer = CompiledTrainer(cfg, agent_cfg)
+        except (FileNotFoundError, ValueError, ImportError) as err:
+            raise UsageError(str(err)) from err
+        try:
+            run_dir, _ = train_compiled(cfg, agent_cfg, resume, trainer=trainer, resume=True)
+        except (ConfigMismatchError, CheckpointError) as err:
+            raise UsageError(str(err)) from err
+        print(f"run saved in {run_dir}")
+        return 0
 
     parsed = _parse_train_command(
         argv,
@@ -313,7 +379,9 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         "Train on a JAX-native environment (mjx:*) with the fully compiled loop "
         "(revflow.compiled): parallel envs, device-resident replay and updates in one jitted "
         "call per chunk, sharded over all visible devices. Agent options are those of --algo "
-        "{algo} ({config}, defaults of --preset {preset}); presets: {presets}.",
+        "{algo} ({config}, defaults of --preset {preset}); presets: {presets}. --resume RUN_DIR "
+        "continues a killed run from its latest checkpoint (no other options).",
+        extra=[("resume", str | None, dataclasses.field(default=None))],
     )
     cfg = parsed.train
     try:
@@ -325,7 +393,10 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         trainer = CompiledTrainer(cfg, parsed.agent)  # device-count checks, builds the envs
     except (ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
-    run_dir, _ = train_compiled(cfg, parsed.agent, trainer=trainer)
+    try:
+        run_dir, _ = train_compiled(cfg, parsed.agent, trainer=trainer)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from err
     print(f"run saved in {run_dir}")
     return 0
 

@@ -37,6 +37,26 @@ batch split over devices with replicated parameters, so XLA all-reduces the grad
 draws use keys that do not depend on the device count (JAX's partitionable threefry), so a
 run on D devices follows the same trajectory as on one device up to the order of
 floating-point reductions.
+
+Checkpoints and exact resume. With ``checkpoint`` on, a checkpoint
+(:mod:`revflow.checkpoint`: atomic, orbax, no pickle) is written at the first chunk end at or
+after each multiple of ``checkpoint_every`` env steps and at the end, the newest
+``keep_checkpoints`` kept. It holds the whole carry (:class:`LoopState`: agent state,
+environment state with the MJX physics, replay buffer, loop key, counters), the host side of
+the loop (evaluation key, next evaluation and checkpoint steps, last evaluation) and the
+config. MJX ``Data`` has many zero-size arrays, which orbax cannot write: they are stored as
+metadata only and rebuilt on restore; every restored array gets its sharding on the current
+mesh (:meth:`CompiledTrainer.abstract_state`). Chunks end at multiples of ``chunk_iters``
+iterations, so a run resumed from a checkpoint (``train_compiled(..., resume=True)``,
+``revflow train-compiled --resume RUN_DIR``) runs the same chunks as the uninterrupted run and
+ends bit-exactly like it on the same devices (checked on CPU): the final :class:`LoopState`,
+``result.json``, ``eval.csv`` and ``metrics.csv`` but for the timing column ``charts/sps``;
+the rows the stopped process logged after the checkpoint are dropped. The resolved device list
+is not compared on resume: on other devices the run continues the same trajectory up to the
+order of floating-point reductions. A chunk with non-finite parameters or metrics raises
+before its checkpoint is written, so the latest checkpoint is the last good state.
+``revflow eval RUN_DIR`` evaluates the latest checkpoint's agent on the run's ``mjx:`` task
+(:func:`load_agent`, :meth:`CompiledTrainer.evaluate`).
 """
 
 from __future__ import annotations
@@ -58,7 +78,7 @@ from jax.sharding import PartitionSpec as P
 
 from revflow.agents.base import Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
-from revflow.engine import _sanitize, validate_loop_options
+from revflow.engine import ConfigMismatchError, _diff, _sanitize, _tuplify, validate_loop_options
 from revflow.jax_envs import EnvState, VecEnv
 
 __all__ = [
@@ -67,7 +87,12 @@ __all__ = [
     "CompiledTrainer",
     "LoopState",
     "Replay",
+    "is_compiled_run",
+    "load_agent",
+    "load_run",
     "make_mesh",
+    "resume",
+    "run_dir_for",
     "train_compiled",
 ]
 
@@ -130,9 +155,15 @@ class CompiledConfig:
     run_dir: str = "runs"
     #: Name of this run's variant in its run directory (None: ``algo``).
     label: str | None = None
-    #: Write a checkpoint at the end (agent state, replay buffer, loop key and counters; not
-    #: the environments' physics, so it is no exact-resume point).
+    #: Write checkpoints of the whole loop state (agent, replay, environments with their
+    #: physics, keys, counters); False: none, so the run can be neither resumed nor evaluated
+    #: by ``revflow eval``.
     checkpoint: bool = True
+    #: Also write a checkpoint at the first chunk end at or after each multiple of this many
+    #: env steps (0: only the final checkpoint).
+    checkpoint_every: int = 50_000
+    #: Finalised checkpoints kept on disk.
+    keep_checkpoints: int = 2
     #: Write TensorBoard event files.
     tensorboard: bool = True
     #: Write ``metrics.csv`` and ``eval.csv``.
@@ -329,10 +360,10 @@ class CompiledTrainer:
 
     # -- state ------------------------------------------------------------------------------
 
-    def init_state(self) -> LoopState:
-        """The initial carry, placed on the mesh (env axis split, the rest replicated)."""
+    def _fresh_state(self) -> LoopState:
+        """The initial carry (a pure function of ``cfg.seed``), not yet placed on the mesh."""
         k_agent, k_env, k_loop = jax.random.split(jax.random.key(self.cfg.seed), 3)
-        state = LoopState(
+        return LoopState(
             agent=self.agent.init(k_agent),
             env=jax.jit(self.env.reset)(k_env),
             replay=Replay.zeros(self.slots, self.cfg.num_envs, self.env.obs_dim, self.env.act_dim),
@@ -340,6 +371,11 @@ class CompiledTrainer:
             iteration=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
         )
+
+    def _setup(self, state: Any) -> None:
+        """Shardings of the carry and the sharded env step, from the carry's structure."""
+        if self.shardings is not None:
+            return
         specs = LoopState(
             agent=jax.tree_util.tree_map(lambda _: P(), state.agent),
             env=_env_specs(state.env),
@@ -356,6 +392,20 @@ class CompiledTrainer:
             out_specs=(specs.env, P(AXIS)),
             check_vma=False,
         )
+
+    def abstract_state(self) -> LoopState:
+        """Shapes, dtypes and shardings of the carry (``jax.ShapeDtypeStruct`` leaves), without
+        computing or allocating it: the template to restore a checkpoint into."""
+        shapes = jax.eval_shape(self._fresh_state)
+        self._setup(shapes)
+        return jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, self.shardings
+        )
+
+    def init_state(self) -> LoopState:
+        """The initial carry, placed on the mesh (env axis split, the rest replicated)."""
+        state = self._fresh_state()
+        self._setup(state)
         # Distinct buffers for every leaf (agents alias target and online params at init),
         # since the chunk function donates its input.
         state = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), state)
@@ -435,7 +485,7 @@ class CompiledTrainer:
     def chunk_fn(self) -> Callable[[LoopState, Any], tuple[LoopState, dict]]:
         """The jitted ``(state, num_iters) -> (state, stats)``; the state is donated."""
         if self.shardings is None:
-            raise RuntimeError("call init_state() first")
+            raise RuntimeError("call init_state() or abstract_state() first")
         if self._chunk is None:
             replicated = NamedSharding(self.mesh, P())
             self._chunk = jax.jit(
@@ -475,6 +525,7 @@ class CompiledTrainer:
 
 
 def run_dir_for(cfg: CompiledConfig) -> Path:
+    """``<run_dir>/<env>/<label or algo>-compiled/seed<seed>``."""
     return (
         Path(cfg.run_dir)
         / _sanitize(cfg.env)
@@ -489,46 +540,208 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _config_dict(cfg: CompiledConfig, agent_cfg: AgentConfig, mesh: Mesh) -> dict[str, Any]:
+    return {
+        "compiled": dataclasses.asdict(cfg),
+        "agent": dataclasses.asdict(agent_cfg),
+        "resolved": {
+            "batch_size": cfg.resolved_batch_size(agent_cfg),
+            "buffer_size": cfg.slots() * cfg.num_envs,
+            "devices": [str(d) for d in mesh.devices.flat],
+        },
+    }
+
+
+def _check_config(saved: Any, current: dict[str, Any], what: str) -> None:
+    """Raise :class:`ConfigMismatchError` naming every differing key. ``resolved.devices`` is
+    not compared: a run may continue on other devices (module docstring)."""
+
+    def comparable(config: Any) -> Any:
+        if not isinstance(config, dict):
+            return config
+        resolved = {k: v for k, v in config.get("resolved", {}).items() if k != "devices"}
+        return {**config, "resolved": resolved}
+
+    diffs = _diff(comparable(saved), comparable(current))
+    if diffs:
+        raise ConfigMismatchError(f"{what}: " + "; ".join(diffs))
+
+
+def is_compiled_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir/config.json`` is that of a compiled run (False if absent or other)."""
+    try:
+        return "compiled" in json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_run(run_dir: str | Path) -> tuple[CompiledConfig, AgentConfig]:
+    """The configs saved in a compiled run's ``config.json`` (clear errors if missing or
+    invalid)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a revflow run directory")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigMismatchError(f"{path} is not valid JSON: {err}") from err
+    if "compiled" not in d:
+        raise ConfigMismatchError(f"{path} is not a compiled run's config (revflow train-compiled)")
+    unknown = sorted(set(d["compiled"]) - {f.name for f in dataclasses.fields(CompiledConfig)})
+    if unknown:
+        raise ConfigMismatchError(f"{path}: compiled config has unknown fields {unknown}")
+    cfg = CompiledConfig(**d["compiled"])
+    cls = get_agent_class(cfg.algo).Config
+    unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigMismatchError(f"{path}: saved {cls.__name__} has unknown fields {unknown}")
+    agent_cfg = cls(**{k: _tuplify(v) for k, v in d["agent"].items()})
+    cfg.validate()
+    agent_cfg.validate()
+    return cfg, agent_cfg
+
+
+@dataclasses.dataclass
+class _Host:
+    """The host side of the loop, saved in every checkpoint next to the carry."""
+
+    eval_key: jax.Array
+    #: Evaluate / checkpoint at the first chunk end at or after these env steps.
+    next_eval: int
+    next_checkpoint: int
+    #: (step, mean, std) of the latest evaluation.
+    last_eval: tuple[int, float, float] | None = None
+
+    @classmethod
+    def initial(cls, cfg: CompiledConfig) -> _Host:
+        return cls(jax.random.key(cfg.seed + 7919), cfg.eval_every, cfg.checkpoint_every)
+
+
+def _save(
+    path: Path, step: int, state: LoopState, host: _Host, config: dict, cfg: CompiledConfig
+) -> None:
+    from revflow.checkpoint import save_checkpoint
+
+    extra = {
+        "config": config,
+        "env_steps": step,
+        "next_eval": host.next_eval,
+        "next_checkpoint": host.next_checkpoint,
+        "last_eval": host.last_eval,
+        "complete": step >= cfg.iterations * cfg.num_envs,
+    }
+    tree = {"loop": state, "eval_key": host.eval_key}
+    save_checkpoint(path, step, tree, extra, keep=cfg.keep_checkpoints)
+
+
+def _restore(
+    trainer: CompiledTrainer, path: Path, config: dict[str, Any] | None, step: int | None = None
+) -> tuple[LoopState, _Host, dict[str, Any], int]:
+    """The carry, host state, extra and step of checkpoint ``step`` (default: the latest),
+    after checking its config against ``config`` (None: against ``config.json``) before any
+    array is read."""
+    from revflow.checkpoint import CheckpointError, latest_step, read_extra, restore_checkpoint
+
+    if step is None:
+        step = latest_step(path)
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint in {path}: nothing to resume (start the run without --resume "
+                "/ resume=True, or check the run directory)"
+            )
+    extra = read_extra(path, step)
+    other = "the requested one"
+    if config is None:
+        config, other = json.loads((path / CONFIG_FILE).read_text()), CONFIG_FILE
+    _check_config(
+        extra.get("config"),
+        config,
+        f"checkpoint {step} in {path} was written with another config than {other}",
+    )
+    template = {"loop": trainer.abstract_state(), "eval_key": jax.random.key(0)}
+    tree, extra = restore_checkpoint(path, template, step)
+    last = extra["last_eval"]
+    host = _Host(
+        eval_key=tree["eval_key"],
+        next_eval=int(extra["next_eval"]),
+        next_checkpoint=int(extra["next_checkpoint"]),
+        last_eval=None if last is None else (int(last[0]), float(last[1]), float(last[2])),
+    )
+    return tree["loop"], host, extra, step
+
+
+def _write_result(path: Path, cfg: CompiledConfig, state: LoopState, host: _Host) -> None:
+    result: dict[str, Any] = {
+        "complete": True,
+        "algo": cfg.algo,
+        "env": cfg.env,
+        "seed": cfg.seed,
+        "env_steps": cfg.iterations * cfg.num_envs,
+        "updates": int(state.updates),
+    }
+    if host.last_eval is not None:
+        result["final_eval"] = dict(
+            zip(("step", "return_mean", "return_std"), host.last_eval, strict=True)
+        )
+    _write_json(path / RESULT_FILE, result)
+
+
 def train_compiled(
     cfg: CompiledConfig,
     agent_cfg: AgentConfig,
     run_dir: str | Path | None = None,
     trainer: CompiledTrainer | None = None,
+    resume: bool = False,
 ) -> tuple[Path, LoopState]:
     """Train with the compiled loop; returns the run directory and the final loop state.
 
     Writes ``config.json``, ``metrics.csv`` / ``eval.csv`` / TensorBoard events (the engine's
     metric names; ``charts/episodic_return`` is the mean return of the episodes that ended in
-    a chunk), ``result.json`` and, if ``cfg.checkpoint``, a checkpoint of the final agent state,
-    replay buffer, key and counters.
+    a chunk), ``result.json`` and, if ``cfg.checkpoint``, checkpoints of the whole loop state
+    (every ``cfg.checkpoint_every`` env steps and at the end).
+
+    ``resume=False`` refuses a run directory that already holds checkpoints
+    (``FileExistsError``). ``resume=True`` continues the run in ``run_dir`` from its latest
+    checkpoint, bit-exactly as if it had not stopped (same devices); it raises
+    ``CheckpointError`` if there is none and :class:`~revflow.engine.ConfigMismatchError`,
+    naming the differing keys, if ``cfg`` / ``agent_cfg`` are not the checkpoint's (both
+    before any compute). Resuming a finished run returns its final state.
     """
-    from revflow.checkpoint import save_checkpoint
+    from revflow.checkpoint import latest_step
+    from revflow.engine import read_result
     from revflow.metrics_log import RunLogger
 
     trainer = trainer or CompiledTrainer(cfg, agent_cfg)
+    if trainer.cfg != cfg or trainer.agent_cfg != agent_cfg:
+        raise ValueError("`trainer` was built for another config than `cfg` / `agent_cfg`")
     path = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    config = {
-        "compiled": dataclasses.asdict(cfg),
-        "agent": dataclasses.asdict(agent_cfg),
-        "resolved": {
-            "batch_size": trainer.batch_size,
-            "buffer_size": trainer.slots * cfg.num_envs,
-            "devices": [str(d) for d in trainer.mesh.devices.flat],
-        },
-    }
-    _write_json(path / CONFIG_FILE, config)
-    state = trainer.init_state()
-    chunk = trainer.chunk_fn()
+    config = _config_dict(cfg, agent_cfg, trainer.mesh)
     total = cfg.iterations
     n = cfg.num_envs
-    eval_key = jax.random.key(cfg.seed + 7919)
-    next_eval = cfg.eval_every
-    last_eval: tuple[int, float, float] | None = None
+    if resume:
+        state, host, extra, start = _restore(trainer, path, config)
+        if extra.get("complete"):
+            if read_result(path) is None:  # killed between the last checkpoint and result.json
+                _write_result(path, cfg, state, host)
+            return path, state
+    else:
+        if latest_step(path) is not None:
+            raise FileExistsError(
+                f"{path} already holds checkpoints; continue it with `revflow train-compiled "
+                f"--resume {path}` (resume=True) or choose another --run-dir / --seed"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        _write_json(path / CONFIG_FILE, config)
+        state, host, start = trainer.init_state(), _Host.initial(cfg), 0
+    chunk = trainer.chunk_fn()
     logger = RunLogger(
         path,
         total * n,
         trainer.agent.METRICS,
+        start_step=start,
         tensorboard=cfg.tensorboard,
         csv_files=cfg.csv,
         run_name=f"{cfg.algo} {cfg.env} seed{cfg.seed} compiled",
@@ -536,9 +749,10 @@ def train_compiled(
         progress=cfg.progress,
     )
     try:
-        it = 0
+        it = int(state.iteration)
         while it < total:
-            num = min(cfg.chunk_iters, total - it)
+            # Chunks end at multiples of chunk_iters (and at the end), resumed runs included.
+            num = min(cfg.chunk_iters - it % cfg.chunk_iters, total - it)
             t0 = time.perf_counter()
             state, stats = chunk(state, jnp.asarray(num, jnp.int32))
             stats = jax.device_get(stats)
@@ -564,35 +778,60 @@ def train_compiled(
                     float(stats["return_sum"]) / episodes,
                     int(stats["length_sum"]) // episodes,
                 )
-            if cfg.eval_every and (step >= next_eval or it >= total):
-                eval_key, sub = jax.random.split(eval_key)
+            if cfg.eval_every and (step >= host.next_eval or it >= total):
+                host.eval_key, sub = jax.random.split(host.eval_key)
                 returns = trainer.evaluate(state.agent, sub)
-                last_eval = (step, float(returns.mean()), float(returns.std()))
-                logger.log_eval(step, last_eval[1], last_eval[2])
-                next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+                host.last_eval = (step, float(returns.mean()), float(returns.std()))
+                logger.log_eval(step, host.last_eval[1], host.last_eval[2])
+                host.next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+            every = cfg.checkpoint_every
+            if cfg.checkpoint and every and step >= host.next_checkpoint and it < total:
+                host.next_checkpoint = (step // every + 1) * every
+                _save(path, step, state, host, config, cfg)
             logger.progress(step)
         if cfg.checkpoint:
-            tree = {
-                "agent": state.agent,
-                "replay": state.replay,
-                "key": state.key,
-                "iteration": state.iteration,
-                "updates": state.updates,
-            }
-            save_checkpoint(path, total * n, tree, {"config": config, "complete": True}, keep=1)
-        result: dict[str, Any] = {
-            "complete": True,
-            "algo": cfg.algo,
-            "env": cfg.env,
-            "seed": cfg.seed,
-            "env_steps": total * n,
-            "updates": int(state.updates),
-        }
-        if last_eval is not None:
-            result["final_eval"] = dict(
-                zip(("step", "return_mean", "return_std"), last_eval, strict=True)
-            )
-        _write_json(path / RESULT_FILE, result)
+            _save(path, total * n, state, host, config, cfg)
+        _write_result(path, cfg, state, host)
     finally:
         logger.close()
     return path, state
+
+
+def resume(run_dir: str | Path) -> tuple[Path, LoopState]:
+    """Continue the compiled run in ``run_dir`` (its ``config.json``) from its latest
+    checkpoint: :func:`train_compiled` with ``resume=True``. Also raises
+    ``FileNotFoundError`` for a missing run directory or config."""
+    cfg, agent_cfg = load_run(run_dir)
+    return train_compiled(cfg, agent_cfg, run_dir, resume=True)
+
+
+def load_agent(
+    run_dir: str | Path,
+    step: int | None = None,
+    eval_episodes: int | None = None,
+    eval_mode: str | None = None,
+) -> tuple[CompiledTrainer, Any, int]:
+    """``(trainer, agent state, step)`` of a compiled run's checkpoint (default: the latest).
+
+    The trainer is built on one device with ``eval_episodes`` / ``eval_mode`` (default: the
+    run's), so ``trainer.evaluate(agent_state, key)`` evaluates the agent on the run's
+    ``mjx:`` task (its ``episode_length``) and ``trainer.agent`` / ``trainer.cfg`` describe
+    it. Errors: those of :func:`load_run` and :func:`~revflow.checkpoint.restore_checkpoint`,
+    and :class:`~revflow.engine.ConfigMismatchError` if the checkpoint's config differs from
+    ``config.json``.
+    """
+    from revflow.checkpoint import CheckpointError, latest_step
+
+    path = Path(run_dir)
+    cfg, agent_cfg = load_run(path)
+    if step is None and latest_step(path) is None:
+        raise CheckpointError(f"no checkpoint in {path}")
+    cfg = dataclasses.replace(
+        cfg,
+        num_devices=1,
+        eval_episodes=eval_episodes or cfg.eval_episodes,
+        eval_mode=eval_mode or cfg.eval_mode,
+    )
+    trainer = CompiledTrainer(cfg, agent_cfg)
+    state, _, _, step = _restore(trainer, path, None, step)
+    return trainer, state.agent, step

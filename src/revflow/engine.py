@@ -157,15 +157,13 @@ class TrainConfig:
             self.updates_per_call,
             f"must be a positive multiple of utd={self.utd}",
         )
-        require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
-        require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
 
 
 def validate_loop_options(cfg: Any) -> None:
     """Checks of the options every training loop shares (the engine's and the compiled one's):
     steps, warmup_steps, utd, batch_size, buffer_size, eval_every, eval_episodes, eval_mode,
-    seed, label."""
+    checkpoint_every, keep_checkpoints, seed, label."""
     require(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
     require(cfg.warmup_steps >= 0, "warmup_steps", cfg.warmup_steps, "must be >= 0")
     require(cfg.utd >= 1, "utd", cfg.utd, "must be >= 1")
@@ -175,6 +173,8 @@ def validate_loop_options(cfg: Any) -> None:
     require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
     require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
     require(cfg.eval_mode in ACT_MODES, "eval_mode", cfg.eval_mode, f"must be one of {ACT_MODES}")
+    require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, ">= 0")
+    require(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, ">= 1")
     require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
     require(
         cfg.label is None or (bool(cfg.label) and _sanitize(cfg.label) == cfg.label),
