@@ -78,7 +78,14 @@ from jax.sharding import PartitionSpec as P
 
 from revflow.agents.base import Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
-from revflow.engine import ConfigMismatchError, _diff, _sanitize, _tuplify, validate_loop_options
+from revflow.engine import (
+    ConfigMismatchError,
+    _diff,
+    _sanitize,
+    configs_from_dict,
+    read_run_json,
+    validate_loop_options,
+)
 from revflow.jax_envs import EnvState, VecEnv
 
 __all__ = [
@@ -578,30 +585,10 @@ def is_compiled_run(run_dir: str | Path) -> bool:
 def load_run(run_dir: str | Path) -> tuple[CompiledConfig, AgentConfig]:
     """The configs saved in a compiled run's ``config.json`` (clear errors if missing or
     invalid)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a revflow run directory")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigMismatchError(f"{path} is not valid JSON: {err}") from err
+    path, d = read_run_json(run_dir)
     if "compiled" not in d:
         raise ConfigMismatchError(f"{path} is not a compiled run's config (revflow train-compiled)")
-    unknown = sorted(set(d["compiled"]) - {f.name for f in dataclasses.fields(CompiledConfig)})
-    if unknown:
-        raise ConfigMismatchError(f"{path}: compiled config has unknown fields {unknown}")
-    cfg = CompiledConfig(**d["compiled"])
-    cls = get_agent_class(cfg.algo).Config
-    unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ConfigMismatchError(f"{path}: saved {cls.__name__} has unknown fields {unknown}")
-    agent_cfg = cls(**{k: _tuplify(v) for k, v in d["agent"].items()})
-    cfg.validate()
-    agent_cfg.validate()
-    return cfg, agent_cfg
+    return configs_from_dict(d, "compiled", CompiledConfig, where=f"{path}: ")
 
 
 @dataclasses.dataclass

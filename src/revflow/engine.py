@@ -234,17 +234,20 @@ def _tuplify(value: Any) -> Any:
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
 
 
-def _configs_from_dict(d: dict[str, Any]) -> tuple[TrainConfig, AgentConfig]:
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d["train"]) - train_fields)
+def configs_from_dict(
+    d: dict[str, Any], section: str = "train", run_cls: type = TrainConfig, where: str = ""
+) -> tuple[Any, AgentConfig]:
+    """The validated ``(run_cls config, agent config)`` of a saved ``config.json`` dict whose
+    loop config is under ``section`` (``"train"`` here, ``"compiled"`` for the compiled loop);
+    ``where`` prefixes the error messages."""
+    unknown = sorted(set(d[section]) - {f.name for f in dataclasses.fields(run_cls)})
     if unknown:
-        raise ConfigMismatchError(f"saved train config has unknown fields {unknown}")
-    cfg = TrainConfig(**d["train"])
+        raise ConfigMismatchError(f"{where}saved {section} config has unknown fields {unknown}")
+    cfg = run_cls(**d[section])
     cls = get_agent_class(cfg.algo).Config
-    agent_fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d["agent"]) - agent_fields)
+    unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-        raise ConfigMismatchError(f"saved {cls.__name__} has unknown fields {unknown}")
+        raise ConfigMismatchError(f"{where}saved {cls.__name__} has unknown fields {unknown}")
     agent_cfg = cls(**{k: _tuplify(v) for k, v in d["agent"].items()})
     agent_cfg.validate()
     cfg.validate()
@@ -260,8 +263,8 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if _tuplify(a) == _tuplify(b) else [f"{prefix[:-1]}: {a!r} != {b!r}"]
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, AgentConfig]:
-    """The configs saved in ``run_dir/config.json`` (clear errors if missing or invalid)."""
+def read_run_json(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(path, parsed dict)`` of ``run_dir/config.json`` (clear errors if missing or invalid)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
@@ -269,10 +272,14 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, AgentConfig]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {run_dir} is not a revflow run directory")
     try:
-        d = json.loads(path.read_text())
+        return path, json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigMismatchError(f"{path} is not valid JSON: {err}") from err
-    return _configs_from_dict(d)
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, AgentConfig]:
+    """The configs saved in ``run_dir/config.json`` (clear errors if missing or invalid)."""
+    return configs_from_dict(read_run_json(run_dir)[1])
 
 
 # --------------------------------------------------------------------------------------------
