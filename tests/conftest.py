@@ -6,6 +6,17 @@ import jax
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip ``extended`` tests unless the ``-m`` expression names them, so that another
+    selection (``-m "not slow"``) does not pull them in."""
+    if "extended" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="extended check: run with `pytest -m extended`")
+    for item in items:
+        if "extended" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="module")
 def fast_compile():
     """XLA's cheap pipeline for a module: MJX programs take tens of seconds to compile on a
