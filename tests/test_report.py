@@ -173,6 +173,22 @@ def test_warnings_and_outputs(report) -> None:
     assert "| gym:Pendulum-v1 | sac | 2 |" in md
 
 
+def test_finished_only_leaves_out_unfinished_runs(tmp_path: Path) -> None:
+    curves = make_store(tmp_path / "runs")
+    args = ReportArgs(runs=(str(tmp_path / "runs"),), out=str(tmp_path / "out"),
+                      bootstrap_reps=5, finished_only=True)  # fmt: skip
+    with pytest.warns(ReportWarning) as record:
+        run_report(args)
+    text = "\n".join(str(w.message) for w in record)
+    assert "gym:Pendulum-v1 / rfm / seed 1" in text and "left out (--finished-only)" in text
+    assert "unfinished runs (no" not in text
+    rows = {(r["env"], r["label"]): r for r in read_csv(tmp_path / "out" / "final.csv")}
+    pendulum_rfm = rows[("gym:Pendulum-v1", "rfm")]
+    assert pendulum_rfm["seeds"] == "0 2" and pendulum_rfm["n_complete"] == "2"
+    expected = np.mean([curves[("gym:Pendulum-v1", "rfm", s)][-1] for s in (0, 2)])
+    assert float(pendulum_rfm["mean"]) == pytest.approx(expected)
+
+
 def test_one_seed_and_unnormalised_env(tmp_path: Path) -> None:
     write_run(tmp_path / "runs", "gym:Hopper-v5", "rfm", 0, np.array([1.0, 2.0, 3.0]))
     run_dir = write_run(tmp_path / "runs", "dmc:cheetah-run", "rfm", 0, np.array([5.0, 7.0]))

@@ -112,6 +112,9 @@ class ReportArgs:
     bootstrap_reps: int = 2000
     #: Seed of the bootstrap resampling (the same seed gives the same intervals).
     seed: int = 0
+    #: Leave out runs without result.json (e.g. those a sweep is still running), so a
+    #: report of a sweep in progress compares finished runs only; each is named in the notes.
+    finished_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +390,7 @@ def _validate(args: ReportArgs) -> dict[str, tuple[float, float]]:
     return parse_normalize_refs(args.normalize_ref)
 
 
-def _load_all(paths: Sequence[str]) -> tuple[list[Run], list[str]]:
+def _load_all(paths: Sequence[str], finished_only: bool = False) -> tuple[list[Run], list[str]]:
     notes: list[str] = []
     runs: list[Run] = []
     seen: dict[tuple[str, str, int], Path] = {}
@@ -400,6 +403,9 @@ def _load_all(paths: Sequence[str]) -> tuple[list[Run], list[str]]:
                 f"two runs of {run.name}: {seen[key]} and {run_dir}; pass only one of them"
             )
         seen[key] = run_dir
+        if finished_only and not run.complete:
+            notes.append(f"{run.name} ({run_dir}) is unfinished; left out (--finished-only)")
+            continue
         if run.steps.size == 0:
             notes.append(f"{run.name} ({run_dir}) has no evaluations yet; left out")
             continue
@@ -564,7 +570,7 @@ def run_report(args: ReportArgs) -> Path:
     :class:`ReportWarning` for each problem it works around (also listed in report.md).
     """
     refs = _validate(args)
-    runs, notes = _load_all(args.runs)
+    runs, notes = _load_all(args.runs, args.finished_only)
 
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
