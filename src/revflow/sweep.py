@@ -2,9 +2,10 @@
 
 ::
 
-    revflow sweep --algos rfm sac --envs dmc:cartpole-swingup --seeds 0 1 2 --preset fast \\
-                  --set steps=20000 --set eval_every=5000 --grid agent.control_variate=none,optimal
-    revflow sweep benchmarks/cpu_suite.yaml [--backend ray --address auto] [--dry-run]
+    revflow sweep --algos rfm rfm-diffusion --envs dmc:cartpole-swingup --seeds 0 1 2 \\
+                  --preset fast --set steps=20000 --set eval_every=5000 \\
+                  --grid agent.control_variate=none,optimal
+    revflow sweep benchmarks/sweeps/cpu_suite.yaml [--backend ray --address auto] [--dry-run]
 
 Every run goes through the ordinary engine (:func:`revflow.engine.train` /
 :func:`revflow.engine.resume`) in its own subprocess, so a crash or a NaN in one run cannot
@@ -33,11 +34,11 @@ A sweep file (YAML or TOML) holds the same fields::
 
     run_dir: runs/cpu_suite
     preset: fast                       # or a mapping {default: fast, sac: reference}
-    algos: [rfm, sac]
+    algos: [rfm, rfm-diffusion]
     envs: [dmc:cartpole-swingup]
     seeds: [0, 1, 2]
     set: {steps: 20000, eval_every: 5000, agent.lam: 0.05}   # applied to every run
-    algo_set: {sac: {agent.batch_size: 512}}                  # per algorithm
+    algo_set: {rfm-diffusion: {agent.batch_size: 512}}        # per algorithm
     grid: {agent.control_variate: [none, optimal]}           # cartesian product of variants
 
 Keys of ``set`` / ``algo_set`` / ``grid`` are :class:`revflow.engine.TrainConfig` fields
