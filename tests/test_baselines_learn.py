@@ -8,17 +8,20 @@ test's sizes (batch 128, critics 2x128, policy net 64 wide with 32-dim embedding
 score -1400 to -1750 here.
 
 - ``test_qne_learns_pendulum`` (marked ``slow``: CI runs it) is the one diffusion baseline
-  checked in CI: QNE learned on all three seeds tried, in about 50 s. QSM and DACER were
-  cheaper but learned on only some seeds (below).
+  checked in CI: QNE learned on all three seeds tried, in about 50 s. QSM and DACER are
+  cheaper; QSM learns on only 2 of 3 seeds (below).
 - ``test_baseline_learns_pendulum`` (marked ``extended``: skipped by default, run with
   ``python -m pytest -m extended``) checks every other diffusion baseline at seed 0.
 
 Measured on the 2-core CPU (other jobs running), trained return for seeds 0 / 1 (/ 2):
 qne -162 / -420 / -157; rfm-diffusion -439 / -183; dqs -158 / -158; sdac -183 / -185;
-qsm -230 / -1355 / -1440; qvpo -404 / -195; dpmd -163 / -195; dacer -167 / -341 / -1429;
-dipo -312 / -195. The failed qsm and dacer seeds ended with a saturated policy: latent
-samples |u| ~ 1e3 to 5e3, all actions at -1, and (dacer) an actor gradient of exactly 0,
-since tanh'(u) underflows once |u| > 9.
+qsm -266 / -493 / -1074; qvpo -404 / -195; dpmd -163 / -195; dacer -163 / -156 / -171;
+dipo -312 / -195. qsm and dacer clip their sampler to the latent box |u| <= atanh(0.999)
+(revflow.agents.clipped, as the originals clip to the action box); without it (qsm
+-230 / -1355 / -1440, dacer -167 / -341 / -1429) the failed seeds ended with a saturated
+policy: latent samples |u| ~ 1e3 to 5e3, all actions at -1, and (dacer) an actor gradient
+of exactly 0, since tanh'(u) underflows once |u| > 9. qsm seed 2 is not saturated but
+unstable: its evaluation swings between about -220 and -1000 over 10k steps.
 """
 
 from __future__ import annotations

@@ -26,12 +26,24 @@ Humanoid and 0.1 elsewhere (default 0.1), entropy target -0.9 dim(A), entropy es
 200 samples and refit every 10k updates; the RFM comparison's evaluation is the noise-free
 sampler (mode ``sample``, no added noise; ``best-of-n`` is also available).
 
+Bounded actions. DACER's sampler (``GaussianDiffusion.p_mean_variance`` of its ``relax``
+code) works in ACTION space and clips the predicted clean action x0_hat to [-1, 1] at every
+reverse step before forming the posterior mean (DDPM's ``clip_denoised``), so the last step
+lands on a clipped x0_hat; the noisy action is clipped to [-1, 1] again. Here the predicted
+endpoint u1_hat = (u - beta_t eps) / alpha_t is clipped to the latent box |u_j| <=
+atanh(0.999) ~ 3.8 at every step (``clip_denoised``, default True;
+:mod:`revflow.agents.clipped`). Without it the latent ran away on Pendulum (seed 2: |u| ~
+1.7e3 from 2000 steps on, every action -1, tanh'(u) = 0 in float32 so the actor gradient was
+exactly 0 and the policy froze; return -1429). As in the original, a sample clipped at the
+edge of the box passes no gradient through the clip.
+
 Departures: (1) the entropy estimate is a single Gaussian fit per state (on a few states)
 instead of DACER's 3-component Gaussian mixture: cheaper and jittable; it upper-bounds the
 mixture's entropy for multimodal policies; (2) the policy network is RFM's
 :class:`revflow.networks.VelocityNet` (eps-prediction, VP cosine path, t_min 0.02 as in
 qne/sdac, see posterior.py) instead of 3x256 mish, and the critic and its TD step are RFM's;
-(3) the policy lives in the tanh latent (action = tanh u) instead of clipping; (4) the TD
+(3) the policy lives in the tanh latent (action = tanh u), the sampler's endpoint clipped to
+the latent box |u| <= atanh(0.999) instead of x0_hat to [-1, 1]; (4) the TD
 next action is one plain policy sample (no noise, no entropy term); (5) init_alpha 1 and
 alpha_lr 3e-4 are our choices (not fixed by the note). ``lam`` only conditions the network
 (fixed); ``num_reverse_samples`` and the control-variate fields are unused.
@@ -49,8 +61,9 @@ import jax.numpy as jnp
 import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
+from revflow.agents.clipped import ClippedSamplerAgent
 from revflow.agents.common import critic_td_step
-from revflow.agents.posterior import DiffusionConfig, PosteriorState, PosteriorTargetAgent
+from revflow.agents.posterior import DiffusionConfig, PosteriorState
 from revflow.agents.registry import register
 
 __all__ = ["DACER", "DACERConfig", "DACERState", "gaussian_fit_entropy"]
@@ -87,6 +100,9 @@ class DACERConfig(DiffusionConfig):
     entropy_every: int = 10_000
     entropy_samples: int = 200
     entropy_states: int = 4
+    #: Clip the predicted endpoint u1_hat to the latent box |u| <= atanh(0.999) at every
+    #: sampler step, as DACER clips x0_hat to [-1, 1] (:mod:`revflow.agents.clipped`).
+    clip_denoised: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
@@ -114,6 +130,13 @@ class DACERConfig(DiffusionConfig):
         require(self.entropy_every >= 1, "entropy_every", self.entropy_every, "must be >= 1")
         require(self.entropy_samples >= 2, "entropy_samples", self.entropy_samples, "must be >= 2")
         require(self.entropy_states >= 1, "entropy_states", self.entropy_states, "must be >= 1")
+        if self.clip_denoised:
+            require(
+                self.policy == "diffusion",
+                "policy",
+                self.policy,
+                "must be 'diffusion' with clip_denoised=True (a clipped diffusion sampler)",
+            )
 
 
 @flax.struct.dataclass
@@ -126,7 +149,7 @@ class DACERState(PosteriorState):
 
 
 @register
-class DACER(PosteriorTargetAgent):
+class DACER(ClippedSamplerAgent):
     """Backpropagation through the diffusion sampler with entropy-tuned noise (module doc)."""
 
     name = "dacer"
@@ -160,6 +183,9 @@ class DACER(PosteriorTargetAgent):
             "alpha_opt": self.alpha_opt.init(log_alpha),
             "entropy": jnp.zeros((), jnp.float32),
         }
+
+    def sampler_clip(self) -> str | None:
+        return "endpoint" if self.config.clip_denoised else None
 
     def noise_std(self, log_alpha: Array) -> Array:
         return self.config.explore_noise * jnp.exp(log_alpha)

@@ -14,13 +14,21 @@ Published defaults (baselines note): M = 50 (``q_scale``), VP schedule (cosine h
 denoising steps (RFM comparison; 5 in the original), Gaussian exploration noise 0.1
 (``explore_noise``) and target-action noise 0.1 (``target_noise``).
 
+Bounded actions. The original (Alescontrela/score_matching_rl, ``ddpm_sampler`` with its
+default ``clip_sampler=True``) samples in ACTION space and clips the iterate x_t to [-1, 1]
+after every reverse step, and the final action again. Here the sampler's iterate is clipped
+to the latent box |u_j| <= atanh(0.999) ~ 3.8 after every step (``clip_sampler``, default
+True; :mod:`revflow.agents.clipped`). Without it the latent ran away on Pendulum (seed 1:
+median |u| 40 after warm-up, ~4e3 at 5000 steps, every action -1; return -1355).
+
 Departures: (1) the policy lives in the tanh latent, so the target score carries the
-Jacobian term grad_u sum log sech^2 u (exact for the squashed density; QSM clips actions);
+Jacobian term grad_u sum log sech^2 u (exact for the squashed density), and the sampler is
+clipped to the latent box |u| <= atanh(0.999) instead of the action box [-1, 1];
 (2) RFM's network and critic (shared by design, baselines note); the network's temperature
 input is fed lam = 1/M (the field ``lam`` is unused); (3) noised points are built from
 replayed actions, atanh(clip(a, +-0.999)); (4) the target action a' = clip(tanh u' + 0.1 N,
--1, 1), u' one draw of the DDPM sampler, the noise itself is not clipped; (5) t_min 0.02
-(posterior.py docstring).
+-1, 1), u' one draw of the clipped DDPM sampler, the noise itself is not clipped; (5) t_min
+0.02 (posterior.py docstring).
 
 This module also holds :class:`ActorLossAgent`, the critic step + per-method actor loss that
 QSM and DIPO (:mod:`revflow.agents.dipo`) share.
@@ -38,6 +46,7 @@ import optax
 
 from revflow import estimators
 from revflow.agents.base import Array, Batch, Metrics, require
+from revflow.agents.clipped import ClippedSamplerAgent
 from revflow.agents.common import critic_td_step
 from revflow.agents.posterior import REPLAY_CLIP, DiffusionConfig, PosteriorTargetAgent
 from revflow.agents.registry import register
@@ -170,6 +179,9 @@ class QSMConfig(ActorLossConfig):
     q_scale: float = 50.0
     explore_noise: float = 0.1
     target_noise: float = 0.1
+    #: Clip the sampler's iterate to the latent box |u| <= atanh(0.999) after every step, as
+    #: QSM's ``clip_sampler`` clips x_t to [-1, 1] (:mod:`revflow.agents.clipped`).
+    clip_sampler: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
@@ -190,10 +202,17 @@ class QSMConfig(ActorLossConfig):
             self.q_scale,
             "must be a finite number > 0",
         )
+        if self.clip_sampler:
+            require(
+                self.policy == "diffusion",
+                "policy",
+                self.policy,
+                "must be 'diffusion' with clip_sampler=True (a clipped diffusion sampler)",
+            )
 
 
 @register
-class QSM(ActorLossAgent):
+class QSM(ClippedSamplerAgent, ActorLossAgent):
     """Q-score matching: eps regression onto -beta_t M grad_u Q at u_t (module docstring)."""
 
     name = "qsm"
@@ -208,6 +227,9 @@ class QSM(ActorLossAgent):
 
     def temperature_of(self, state: Any) -> Array:
         return jnp.asarray(1.0 / self.config.q_scale, jnp.float32)
+
+    def sampler_clip(self) -> str | None:
+        return "iterate" if self.config.clip_sampler else None
 
     def qsm_target(self, critic_params: Any, obs: Array, u_t: Array, t: Array) -> Array:
         """eps target -beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u] at u = u_t."""
