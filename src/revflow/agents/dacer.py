@@ -45,8 +45,10 @@ qne/sdac, see posterior.py) instead of 3x256 mish, and the critic and its TD ste
 (3) the policy lives in the tanh latent (action = tanh u), the sampler's endpoint clipped to
 the latent box |u| <= atanh(0.999) instead of x0_hat to [-1, 1]; (4) the TD
 next action is one plain policy sample (no noise, no entropy term); (5) init_alpha 1 and
-alpha_lr 3e-4 are our choices (not fixed by the note). ``lam`` only conditions the network
-(fixed); ``num_reverse_samples`` and the control-variate fields are unused.
+alpha_lr 3e-4 are our choices (not fixed by the note); (6) the actor loss takes Q of the
+noise-free sample; the authors' code adds the exploration noise and clips before Q.
+``lam`` only conditions the network (fixed); ``num_reverse_samples`` and the control-variate
+fields are unused.
 """
 
 from __future__ import annotations

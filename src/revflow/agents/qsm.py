@@ -28,7 +28,9 @@ clipped to the latent box |u| <= atanh(0.999) instead of the action box [-1, 1];
 input is fed lam = 1/M (the field ``lam`` is unused); (3) noised points are built from
 replayed actions, atanh(clip(a, +-0.999)); (4) the target action a' = clip(tanh u' + 0.1 N,
 -1, 1), u' one draw of the clipped DDPM sampler, the noise itself is not clipped; (5) t_min
-0.02 (posterior.py docstring).
+0.02 (posterior.py docstring); (6) the actor loss is the paper's regression onto the target
+score; the authors' code (``score_matching_learner.py``) minimises the inner product
+-eps_pred . dQ/da instead.
 
 This module also holds :class:`ActorLossAgent`, the critic step + per-method actor loss that
 QSM and DIPO (:mod:`revflow.agents.dipo`) share.
