@@ -226,6 +226,21 @@ def test_diffusion_broad_proposal_trains():
     assert result.metrics["mmd2"] < 0.5 * float(metrics.mmd2(untrained, truth)), result.metrics
 
 
+def test_exact_sample_oracle_learns_and_is_not_in_all():
+    """fm-exact (flow matching on exact samples) is a reference: `all` leaves it out, it
+    must be asked for by name, and it learns the target from samples alone."""
+    assert get_method("fm-exact").oracle and not get_method("rfm").oracle
+    assert "fm-exact" not in validate(ToyArgs(method="all"))[1]
+    assert validate(ToyArgs(method="rfm,fm-exact"))[1] == ["rfm", "fm-exact"]
+    target = TARGETS["two-moons"]
+    truth = np.asarray(target.sample(jax.random.key(7), 1000))
+    cfg = TrainConfig(steps=300)
+    result = train(target, "fm-exact", cfg, jax.random.key(1), 1000, truth=truth, progress=False)
+    untrained = sample_untrained("fm-exact", cfg, jax.random.key(1), 1000)
+    assert result.metrics["modes"] == 2
+    assert result.metrics["mmd2"] < 0.2 * float(metrics.mmd2(untrained, truth)), result.metrics
+
+
 def test_methods_registry():
     assert {"rfm", "rfm-none", "rfm-gradient", "rfm-isotropic", "qne", "idem"} <= set(METHODS)
     assert get_method("qne").control_variate == "none" and get_method("qne").kind == "diffusion"
@@ -268,7 +283,7 @@ def test_validate_expands_all_and_lists():
 def test_run_toy_writes_table_and_figure(tmp_path):
     args = ToyArgs(
         target="two-moons",
-        method="rfm,qne",
+        method="rfm,qne,fm-exact",
         steps=20,
         batch=64,
         num_reverse_samples=8,
@@ -281,10 +296,12 @@ def test_run_toy_writes_table_and_figure(tmp_path):
     assert [(r["target"], r["method"]) for r in data["results"]] == [
         ("two-moons", "rfm"),
         ("two-moons", "qne"),
+        ("two-moons", "fm-exact"),
     ]
     for rec in data["results"]:
         assert {"sw", "mmd2", "sinkhorn", "modes", "modes_total", "train_time_s"} <= set(rec)
     assert summary["results"] == data["results"]
     md = (tmp_path / "results.md").read_text()
     assert "| two-moons | rfm |" in md and "MMD^2" in md
+    assert "fm-exact: the oracle reference" in md
     assert (tmp_path / "samples.png").stat().st_size > 10_000
