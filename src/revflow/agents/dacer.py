@@ -64,7 +64,7 @@ import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.clipped import ClippedSamplerAgent
-from revflow.agents.common import critic_td_step
+from revflow.agents.common import advance, critic_td_step, gradient_step
 from revflow.agents.posterior import DiffusionConfig, PosteriorState
 from revflow.agents.registry import register
 
@@ -223,9 +223,8 @@ class DACER(ClippedSamplerAgent):
     def alpha_step(self, state: DACERState, entropy: Array) -> tuple[Array, Any, Array]:
         """One Adam step on log_alpha * stop_grad(entropy - target): new log_alpha, opt, loss."""
         gap = jax.lax.stop_gradient(entropy - self.target_entropy)
-        loss, grad = jax.value_and_grad(lambda la: la * gap)(state.log_alpha)
-        updates, opt = self.alpha_opt.update(grad, state.alpha_opt, state.log_alpha)
-        return optax.apply_updates(state.log_alpha, updates), opt, loss
+        step = gradient_step(lambda la: la * gap, self.alpha_opt, state.log_alpha, state.alpha_opt)
+        return step.params, step.opt_state, step.loss
 
     def update(self, state: DACERState, batch: Batch, key: Array) -> tuple[DACERState, Metrics]:
         """Critic TD step, actor step through the sampler, entropy refit, alpha step."""
@@ -237,11 +236,13 @@ class DACER(ClippedSamplerAgent):
             self.critic_net, self.critic_opt, state.critic_params, state.critic_opt, batch, target
         )
 
-        (actor_loss, q), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
-            state.actor_params, critic_params, batch.obs, k_actor, lam
+        actor = gradient_step(
+            lambda p: self.actor_loss(p, critic_params, batch.obs, k_actor, lam),
+            self.actor_opt,
+            state.actor_params,
+            state.actor_opt,
+            has_aux=True,
         )
-        updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, updates)
 
         entropy = jax.lax.cond(
             state.step % c.entropy_every == 0,
@@ -250,23 +251,20 @@ class DACER(ClippedSamplerAgent):
         )
         log_alpha, alpha_opt, alpha_loss = self.alpha_step(state, entropy)
 
-        new_state = state.replace(
-            actor_params=actor_params,
+        new_state = advance(
+            state,
+            actor=actor,
             critic_params=critic_params,
-            target_critic_params=optax.incremental_update(
-                critic_params, state.target_critic_params, c.tau
-            ),
-            actor_opt=actor_opt,
             critic_opt=critic_opt,
-            step=state.step + 1,
+            tau=c.tau,
             log_alpha=log_alpha,
             alpha_opt=alpha_opt,
             entropy=entropy,
         )
         metrics.update(
-            actor_loss=actor_loss,
-            actor_grad_norm=optax.tree.norm(actor_grads),
-            policy_q_mean=jnp.mean(q),
+            actor_loss=actor.loss,
+            actor_grad_norm=actor.grad_norm,
+            policy_q_mean=jnp.mean(actor.aux),
             alpha=jnp.exp(state.log_alpha),
             alpha_loss=alpha_loss,
             entropy=entropy,

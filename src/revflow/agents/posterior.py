@@ -74,7 +74,7 @@ import optax
 
 from revflow import estimators
 from revflow.agents.base import Agent, AgentConfig, Array, Batch, Metrics, require
-from revflow.agents.common import critic_td_step, make_optimizer
+from revflow.agents.common import advance, critic_td_step, gradient_step, make_optimizer
 from revflow.losses import generative_loss, regression_target
 from revflow.networks import Critic, VelocityNet
 from revflow.paths import PATHS, VE, Path, convert, make_path
@@ -668,24 +668,14 @@ class PosteriorTargetAgent(Agent):
 
             return generative_loss(predict, self.path, t, u_t, post.x1, c.parameterisation)
 
-        actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor_params)
-        updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, updates)
-
-        new_state = state.replace(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=optax.incremental_update(
-                critic_params, state.target_critic_params, c.tau
-            ),
-            actor_opt=actor_opt,
-            critic_opt=critic_opt,
-            step=state.step + 1,
+        actor = gradient_step(actor_loss_fn, self.actor_opt, state.actor_params, state.actor_opt)
+        new_state = advance(
+            state, actor=actor, critic_params=critic_params, critic_opt=critic_opt, tau=c.tau
         )
         diag = estimators.posterior_diagnostics(post)
         metrics.update(
-            actor_loss=actor_loss,
-            actor_grad_norm=optax.tree.norm(actor_grads),
+            actor_loss=actor.loss,
+            actor_grad_norm=actor.grad_norm,
             lam=lam,
             ess_mean=diag["ess_mean"],
             ess_min=diag["ess_min"],

@@ -44,12 +44,11 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from revflow import estimators
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.clipped import ClippedSamplerAgent
-from revflow.agents.common import critic_td_step
+from revflow.agents.common import advance, critic_td_step, gradient_step
 from revflow.agents.posterior import REPLAY_CLIP, DiffusionConfig, PosteriorTargetAgent
 from revflow.agents.registry import register
 from revflow.losses import regression_loss
@@ -152,21 +151,13 @@ class ActorLossAgent(PosteriorTargetAgent):
 
             return self.actor_loss(predict, inputs)
 
-        actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor_params)
-        updates, actor_opt = self.actor_opt.update(actor_grads, state.actor_opt, state.actor_params)
-        new_state = state.replace(
-            actor_params=optax.apply_updates(state.actor_params, updates),
-            critic_params=critic_params,
-            target_critic_params=optax.incremental_update(
-                critic_params, state.target_critic_params, c.tau
-            ),
-            actor_opt=actor_opt,
-            critic_opt=critic_opt,
-            step=state.step + 1,
+        actor = gradient_step(actor_loss_fn, self.actor_opt, state.actor_params, state.actor_opt)
+        new_state = advance(
+            state, actor=actor, critic_params=critic_params, critic_opt=critic_opt, tau=c.tau
         )
         metrics.update(
-            actor_loss=actor_loss,
-            actor_grad_norm=optax.tree.norm(actor_grads),
+            actor_loss=actor.loss,
+            actor_grad_norm=actor.grad_norm,
             policy_q_mean=jnp.mean(self.q_min(critic_params, batch.obs, batch.action)),
             **extra,
         )

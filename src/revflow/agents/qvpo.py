@@ -34,10 +34,9 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
-from revflow.agents.common import critic_td_step
+from revflow.agents.common import advance, critic_td_step, gradient_step
 from revflow.agents.posterior import (
     REPLAY_CLIP,
     DiffusionConfig,
@@ -168,28 +167,20 @@ class WeightedDenoisingAgent(PosteriorTargetAgent):
             )
             return main + extra, aux
 
-        (actor_loss, aux), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            state.actor_params
+        actor = gradient_step(
+            actor_loss_fn, self.actor_opt, state.actor_params, state.actor_opt, has_aux=True
         )
-        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
-        new_state = state.replace(
-            actor_params=optax.apply_updates(state.actor_params, updates),
-            critic_params=critic_params,
-            target_critic_params=optax.incremental_update(
-                critic_params, state.target_critic_params, c.tau
-            ),
-            actor_opt=actor_opt,
-            critic_opt=critic_opt,
-            step=state.step + 1,
+        new_state = advance(
+            state, actor=actor, critic_params=critic_params, critic_opt=critic_opt, tau=c.tau
         )
         metrics.update(
-            actor_loss=actor_loss,
-            actor_grad_norm=optax.tree.norm(grads),
+            actor_loss=actor.loss,
+            actor_grad_norm=actor.grad_norm,
             policy_q_mean=jnp.mean(q),
             weight_mean=jnp.mean(w),
             weight_max=jnp.max(w),
             **weight_metrics,
-            **aux,
+            **actor.aux,
         )
         return new_state, metrics
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from revflow.agents.base import Agent, AgentConfig, Array, Batch, Metrics, require
-from revflow.agents.common import critic_td_step, make_optimizer
+from revflow.agents.common import advance, critic_td_step, gradient_step, make_optimizer
 from revflow.agents.registry import register
 from revflow.estimators import log_sech2
 from revflow.networks import MLP, Critic
@@ -236,13 +236,10 @@ class SAC(Agent):
             q_pi = jnp.min(self.critic_net.apply(critic_params, batch.obs, action), axis=0)
             return jnp.mean(alpha * logp - q_pi), logp
 
-        (actor_loss, logp), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            state.actor_params
+        actor = gradient_step(
+            actor_loss_fn, self.actor_opt, state.actor_params, state.actor_opt, has_aux=True
         )
-        actor_updates, actor_opt = self.actor_opt.update(
-            actor_grads, state.actor_opt, state.actor_params
-        )
-        actor_params = optax.apply_updates(state.actor_params, actor_updates)
+        logp = actor.aux
 
         # Temperature.
         entropy_gap = jax.lax.stop_gradient(jnp.mean(logp) + self.target_entropy)
@@ -250,32 +247,27 @@ class SAC(Agent):
         def alpha_loss_fn(log_alpha: Array) -> Array:
             return -log_alpha * entropy_gap
 
-        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(state.log_alpha)
+        alpha = gradient_step(alpha_loss_fn, self.alpha_opt, state.log_alpha, state.alpha_opt)
         if c.autotune_alpha:
-            alpha_updates, alpha_opt = self.alpha_opt.update(alpha_grad, state.alpha_opt)
-            log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+            log_alpha, alpha_opt = alpha.params, alpha.opt_state
         else:
-            alpha_opt, log_alpha = state.alpha_opt, state.log_alpha
+            log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
 
-        target_critic_params = optax.incremental_update(
-            critic_params, state.target_critic_params, c.tau
-        )
-        new_state = SACState(
-            actor_params=actor_params,
+        new_state = advance(
+            state,
+            actor=actor,
             critic_params=critic_params,
-            target_critic_params=target_critic_params,
-            log_alpha=log_alpha,
-            actor_opt=actor_opt,
             critic_opt=critic_opt,
+            tau=c.tau,
+            log_alpha=log_alpha,
             alpha_opt=alpha_opt,
-            step=state.step + 1,
         )
         metrics = {
             **critic_metrics,
-            "actor_loss": actor_loss,
-            "alpha_loss": alpha_loss,
+            "actor_loss": actor.loss,
+            "alpha_loss": alpha.loss,
             "alpha": jnp.exp(log_alpha),
             "entropy": -jnp.mean(logp),
-            "actor_grad_norm": optax.tree.norm(actor_grads),
+            "actor_grad_norm": actor.grad_norm,
         }
         return new_state, metrics

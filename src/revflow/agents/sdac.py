@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
+from revflow.agents.common import gradient_step
 from revflow.agents.posterior import DiffusionConfig, PosteriorState, PosteriorTargetAgent
 from revflow.agents.registry import register
 
@@ -146,10 +147,7 @@ class SDAC(PosteriorTargetAgent):
         def alpha_loss_fn(log_alpha: Array) -> Array:
             return log_alpha * gap
 
-        alpha_loss, grad = jax.value_and_grad(alpha_loss_fn)(state.log_alpha)
-        updates, alpha_opt = self.alpha_opt.update(grad, state.alpha_opt, state.log_alpha)
-        new_state = new_state.replace(
-            log_alpha=optax.apply_updates(state.log_alpha, updates), alpha_opt=alpha_opt
-        )
-        metrics.update(alpha=jnp.exp(state.log_alpha), alpha_loss=alpha_loss, noise_entropy=entropy)
+        alpha = gradient_step(alpha_loss_fn, self.alpha_opt, state.log_alpha, state.alpha_opt)
+        new_state = new_state.replace(log_alpha=alpha.params, alpha_opt=alpha.opt_state)
+        metrics.update(alpha=jnp.exp(state.log_alpha), alpha_loss=alpha.loss, noise_entropy=entropy)
         return new_state, metrics
