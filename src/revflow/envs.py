@@ -606,10 +606,13 @@ def _wrap_gymnasium(env: gym.Env, name: str, seed: int | None, hint: str = "") -
 def _make_gym(env_id: str, seed: int, render: bool, name: str) -> gym.Env:
     _prepare_gl(render)
     try:
-        env = gym.make(env_id, render_mode="rgb_array" if render else None)
+        env = gym.make(env_id, **({"render_mode": "rgb_array"} if render else {}))
     except gym.error.DependencyNotInstalled as e:
         pkg = "gymnasium[mujoco]" if "mujoco" in str(e).lower() else "gymnasium[all]"
         raise ImportError(f"{name} needs an optional dependency: pip install {pkg} ({e})") from e
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{name}: making it raised {type(e).__name__}: {first}") from e
     hint = ""
     if name == GYM_PREFIX + env_id:  # a built-in id: point at the supported ones
         hint = f" Supported ids include: {', '.join(_supported_gym_ids())}."
@@ -648,7 +651,8 @@ def _make_from_factory(factory: Callable[..., Any], name: str, seed: int, render
     try:
         env = factory(**kwargs)
     except Exception as e:
-        raise ValueError(f"{name}: the factory raised {type(e).__name__}: {e}") from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{name}: the factory raised {type(e).__name__}: {first}") from e
     return _adapt(env, name, seed, "rgb_array" if render else None)
 
 
