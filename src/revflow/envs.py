@@ -597,7 +597,8 @@ def _wrap_gymnasium(env: gym.Env, name: str, seed: int | None, hint: str = "") -
     # Clip in native units (equivalent to clipping to [-1, 1]), then expose [-1, 1]^d.
     env = gym.wrappers.ClipAction(env)
     env.action_space = spaces.Box(low, high, low.shape, env.env.action_space.dtype)
-    env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    with np.errstate(over="ignore"):  # gymnasium compares float64 bounds in float32
+        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     if len(low.shape) != 1:
         env = _FlatActions(env)
     return _SeedFirstReset(env, seed)

@@ -41,7 +41,14 @@ from revflow.checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["POLICY_FORMAT", "Policy", "acting_params", "load_policy", "save_policy"]
+__all__ = [
+    "POLICY_FORMAT",
+    "Policy",
+    "acting_params",
+    "exported_size",
+    "load_policy",
+    "save_policy",
+]
 
 POLICY_FORMAT = "revflow-policy-v1"
 
@@ -175,3 +182,8 @@ def load_policy(path: str | Path, mode: str = "best-of-n", seed: int = 0) -> Pol
     params, _ = restore_checkpoint(path, template, step)
     info = {k: v for k, v in extra.items() if k not in ("format", "agent", "obs_dim", "act_dim")}
     return Policy(agent, params, mode, seed, info)
+
+
+def exported_size(path: str | Path) -> int:
+    """Bytes on disk of an exported policy (all files under ``path``)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
