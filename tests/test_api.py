@@ -89,7 +89,7 @@ def compile_cache(tmp_path_factory):
 
 
 def _same_actions(a: revflow.Policy, b: revflow.Policy, obs: np.ndarray) -> None:
-    for mode in ACT_MODES:
+    for mode in ("best-of-n", "explore"):  # "sample" is "explore" without the particle pick
         pa, pb = a.with_mode(mode), b.with_mode(mode)
         for i in range(3):
             key = jax.random.key(i)
@@ -117,11 +117,12 @@ def test_custom_env_through_cli_and_python(algo, tmp_path, capsys, compile_cache
     assert "exported to" in capsys.readouterr().out
     assert main(["export", str(run_dir), "--out", str(out)]) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
-    assert main(["report", str(root), "--out", str(tmp_path / "report")]) == 0
-    assert (tmp_path / "report" / "report.md").is_file()
-    sweep = ["sweep", "--algos", algo, "--envs", GYM_ID, "--seeds", "0", "1", "--dry-run"]
-    assert main([*sweep, "--run-dir", str(tmp_path / "sweep")]) == 0
-    assert GYM_ID in capsys.readouterr().out
+    if algo == "sac":  # the env name only passes through these two: once is enough
+        assert main(["report", str(root), "--out", str(tmp_path / "report")]) == 0
+        assert (tmp_path / "report" / "report.md").is_file()
+        sweep = ["sweep", "--algos", algo, "--envs", GYM_ID, "--seeds", "0", "1", "--dry-run"]
+        assert main([*sweep, "--run-dir", str(tmp_path / "sweep")]) == 0
+        assert GYM_ID in capsys.readouterr().out
 
     # -- the exported policy acts exactly as the run's, needing only revflow ------------------
     run = revflow.load(run_dir)
@@ -137,16 +138,15 @@ def test_custom_env_through_cli_and_python(algo, tmp_path, capsys, compile_cache
     # float rounding: XLA compiles the two programs separately).
     agent, state, _, _ = engine.load_agent(run_dir)
     key = jax.random.key(7)
-    for mode in ACT_MODES:
-        np.testing.assert_allclose(
-            np.asarray(agent.act(state, key, jnp.asarray(obs), mode)),
-            np.asarray(run.policy(mode)(obs, key)),
-            rtol=1e-5,
-            atol=1e-6,
-        )
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(agent.act)(state, key, jnp.asarray(obs))),  # explore mode
+        np.asarray(run.policy("explore")(obs, key)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # One observation or a batch; seeded calls without a key; the chosen checkpoint.
-    first = revflow.load(run_dir).policy(mode="sample", seed=3)
-    again = revflow.load(run_dir).policy(mode="sample", seed=3)
+    first = revflow.load(run_dir).policy(mode="explore", seed=3)
+    again = revflow.load(run_dir).policy(mode="explore", seed=3)
     one = np.asarray(first(obs[0]))
     assert one.shape == (2,) and np.all(np.abs(one) <= 1.0)
     np.testing.assert_array_equal(one, np.asarray(again(obs[0])))
@@ -227,7 +227,7 @@ def _readme_snippet() -> str:
 
 def test_readme_quickstart_snippet_runs(tmp_path, monkeypatch, compile_cache):
     snippet = _readme_snippet()
-    assert len(snippet.strip().splitlines()) <= 10
+    assert len([line for line in snippet.splitlines() if line.strip()]) <= 10
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
