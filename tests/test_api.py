@@ -190,6 +190,21 @@ def test_train_refuses_bad_options_before_compute(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was written
 
 
+def test_every_default_passes_the_option_type_check():
+    """train()'s type check accepts every preset's own values (so it refuses only misuse)."""
+    from revflow.api import _conforms, _hints
+    from revflow.engine import TrainConfig
+
+    configs = [TrainConfig()]
+    for name in available():
+        cls = get_agent_class(name).Config
+        configs += [cls.from_preset(preset) for preset in cls.PRESETS]
+    for config in configs:
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            assert _conforms(value, _hints(type(config))[field.name]), (config, field.name)
+
+
 def test_acting_reads_only_the_exported_fields():
     """For every agent, the jaxpr of acting (all modes) reads no target network and no
     optimiser state: the leaves :func:`acting_params` drops are dead inputs."""

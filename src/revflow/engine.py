@@ -96,7 +96,8 @@ class TrainConfig:
     #: Name of this run's variant in its run directory and in reports (None: ``algo``);
     #: ``revflow sweep`` sets it for config-override grids, e.g. ``rfm.control_variate-none``.
     label: str | None = None
-    #: Environment name, ``dmc:<domain>-<task>`` or ``gym:<Id>``.
+    #: Environment name (revflow.envs): ``dmc:<domain>-<task>``, ``gym:<Id>``,
+    #: ``gym:<module>:<Id>`` or ``py:<module>:<factory>``.
     env: str = "dmc:cheetah-run"
     #: Seed of everything: network init, replay sampling, exploration, env resets.
     seed: int = 0
