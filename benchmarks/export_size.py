@@ -1,10 +1,12 @@
 """Size on disk of an exported policy (``revflow export``) per algorithm, preset and task.
 
 The export holds the acting parameters (policy net, critic, counters), whose shapes depend
-only on the architecture and the task's observation / action sizes, not on training; so each
-row exports the checkpoint of a one-step run (no updates) and measures it, next to that run's
-whole checkpoint for what it leaves out (its replay buffer holds one transition here; a real
-run's holds up to ``steps`` of them). Usage::
+only on the architecture and the task's observation / action sizes, not on the length of
+training; so each row exports a three-step run with two updates (so that every parameter,
+biases included, is nonzero, as in any trained run: orbax's storage compresses zeros) and
+measures it, next to that run's whole checkpoint for what it leaves out (target critic, Adam
+moments; its replay buffer holds three transitions here, a real run's up to ``steps``).
+Usage::
 
     python benchmarks/export_size.py --out docs/export_size.json \\
         [--algos rfm sac] [--presets reference fast] [--envs dmc:cartpole-swingup dmc:cheetah-run]
@@ -32,7 +34,7 @@ def _bytes(path: Path) -> int:
 
 def measure(algo: str, preset: str, env: str, root: Path) -> dict:
     run = revflow.train(
-        algo, env, preset, steps=1, warmup_steps=1, seed=0, run_dir=root, eval_every=0,
+        algo, env, preset, steps=3, warmup_steps=1, seed=0, run_dir=root, eval_every=0,
         checkpoint_every=0, progress=False, tensorboard=False, csv=False,
     )  # fmt: skip
     out = root / f"export_{algo}_{preset}_{env.replace(':', '_')}"

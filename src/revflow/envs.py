@@ -1,4 +1,5 @@
-"""Environment construction: DeepMind Control suite and Gymnasium behind one gymnasium API.
+"""Environment construction: DeepMind Control, Gymnasium and your own environments behind one
+gymnasium API.
 
 Names
 -----
@@ -30,7 +31,7 @@ Names
 
 What a custom environment must satisfy (``gym:<module>:<Id>``, ``py:``, :func:`wrap_env`)
 ---------------------------------------------------------------------------------------
-* Observations: a ``Box`` of any shape, or a ``Dict`` (possibly nested) of ``Box`` es;
+* Observations: a ``Box`` of any shape, or a ``Dict`` (possibly nested) of ``Box`` spaces;
   dm_env: an ``Array`` spec or a (nested) mapping of them. They are flattened to one float32
   vector: a ``Box`` in C order, a ``Dict`` by concatenating its entries in the space's key
   order (``space.keys()``: gymnasium sorts a plain dict's keys, an ``OrderedDict`` keeps its
@@ -57,7 +58,8 @@ Every ``dmc:`` / ``gym:`` / ``py:`` environment returned by :func:`make_env` has
   ``truncated=True, terminated=False`` and a dm_control ``discount == 0`` gives
   ``terminated=True``;
 * reproducible seeding: ``make_env(name, seed)`` followed by ``reset()`` is the same as
-  ``reset(seed=seed)``; identical seeds and actions give identical trajectories;
+  ``reset(seed=seed)``; identical seeds and actions give identical trajectories (for a ``py:``
+  dm_env factory: as far as the factory's ``seed`` makes it so);
 * ``render()`` returning an ``(H, W, 3) uint8`` array when built with ``render=True``.
 
 dm_control (and therefore MuJoCo's rendering backend) is imported lazily, on the first
