@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -22,6 +24,7 @@ import revflow
 from revflow import engine
 from revflow.agents.base import ACT_MODES
 from revflow.agents.registry import available, get_agent_class
+from revflow.checkpoint import CheckpointError
 from revflow.cli import main
 from revflow.policy import acting_params
 
@@ -188,6 +191,38 @@ def test_train_refuses_bad_options_before_compute(tmp_path):
             revflow.train(**kwargs)
         assert needle in str(err.value) and "\n" not in str(err.value), (options, err.value)
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_export_errors_exit_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    cases = [
+        (["export", str(tmp_path / "nope"), "--out", str(tmp_path / "p")], "does not exist"),
+        (["export", str(tmp_path), "--out", str(tmp_path / "full")], "already exists"),
+        (["export", str(tmp_path)], "--out"),
+    ]
+    for argv, needle in cases:
+        try:
+            status = main(argv)
+        except SystemExit as exit_:  # tyro: a missing required option
+            status = exit_.code
+        assert status == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert needle in err, (argv, err)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        revflow.load_policy(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="holds no exported policy"):
+        revflow.load_policy(tmp_path)
+
+
+def test_import_revflow_stays_cheap():
+    code = (
+        "import sys, revflow\n"
+        "assert 'jax' not in sys.modules and 'revflow.api' not in sys.modules\n"
+        "assert callable(revflow.train) and 'jax' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_every_default_passes_the_option_type_check():
