@@ -8,6 +8,7 @@ the programs its CLI run compiled (same shapes, same config)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -191,6 +192,35 @@ def test_train_refuses_bad_options_before_compute(tmp_path):
             revflow.train(**kwargs)
         assert needle in str(err.value) and "\n" not in str(err.value), (options, err.value)
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+@pytest.mark.extended
+def test_export_of_a_compiled_run(tmp_path, capsys, compile_cache):
+    """A checkpoint written as revflow train-compiled writes them (of an untrained agent, no
+    loop compiled) exports and loads like an engine run's. Extended: building the MJX task's
+    state and restoring it took 167 s on the loaded 2-core CPU."""
+    from revflow import compiled
+    from revflow.agents.registry import make_config
+
+    cfg = compiled.CompiledConfig(
+        algo="sac", env="mjx:CartpoleSwingup", num_envs=2, steps=24, warmup_steps=6,
+        chunk_iters=2, episode_length=5, progress=False, tensorboard=False,
+    )  # fmt: skip
+    agent_cfg = make_config("sac", "fast", **AGENT["sac"])
+    trainer = compiled.CompiledTrainer(cfg, agent_cfg)
+    run_dir = tmp_path / "run"
+    config = compiled._config_dict(cfg, agent_cfg, trainer.mesh)
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(config))
+    state = trainer.init_state()
+    compiled._save(run_dir, 8, state, compiled._Host.initial(cfg), config, cfg)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "policy")]) == 0
+    run = revflow.load(run_dir)
+    assert run.compiled and run.step == 8 and run.env == "mjx:CartpoleSwingup"
+    exported = revflow.load_policy(tmp_path / "policy")
+    assert (exported.obs_dim, exported.act_dim) == (5, 1)
+    obs = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    _same_actions(run.policy(), exported, obs)
 
 
 def test_export_errors_exit_2_with_one_line(tmp_path, capsys):
