@@ -93,7 +93,7 @@ def _checked(cls: type, name: str, value: Any, flag: str) -> Any:
     return _coerce(value, tp)
 
 
-def split_overrides(
+def _split_overrides(
     algo: str, overrides: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], type[AgentConfig]]:
     """``(loop options, agent options, agent config class)`` of ``train``'s keyword options,
@@ -294,7 +294,7 @@ def train(
     from revflow.envs import make_env
 
     get_agent_class(algo)  # unknown algorithm: ValueError naming it
-    loop, agent_opts, config_cls = split_overrides(algo, overrides)
+    loop, agent_opts, config_cls = _split_overrides(algo, overrides)
     for name, value, tp in (("steps", steps, int | None), ("seed", seed, int)):
         if not _conforms(value, tp):
             raise ValueError(f"invalid option {name}={value!r}: expected an int")

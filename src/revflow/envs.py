@@ -252,7 +252,10 @@ def factory_name(factory: Callable[..., Any]) -> str:
     under that name (a lambda, a local function) is registered in this process only: runs of
     it can be resumed or evaluated only where it is registered again."""
     if not callable(factory):
-        raise ValueError(f"env must be a name or a callable, got {type(factory).__name__}")
+        raise ValueError(
+            f"env must be a name or a callable returning an environment, got "
+            f"{type(factory).__name__}; pass a factory, e.g. env=lambda: MyEnv()"
+        )
     module = getattr(factory, "__module__", None)
     qualname = getattr(factory, "__qualname__", None)
     if not module or not qualname:
