@@ -42,7 +42,9 @@ What a custom environment must satisfy (``gym:<module>:<Id>``, ``py:``, :func:`w
 * Episodes end: ``terminated`` / ``truncated`` (dm_env: ``time_step.last()``, with
   ``discount == 0`` a termination). A gymnasium env made by ``gym.make`` gets its registered
   ``max_episode_steps`` time limit; a factory's env must end its episodes itself.
-* Seeding: ``reset(seed=...)`` (gymnasium); a dm_env factory should take ``seed``.
+* Seeding: ``reset(seed=...)`` (gymnasium); a dm_env factory should take ``seed``. The
+  engine reseeds every episode's reset, which reaches a dm_env only through dm_control's
+  ``env.task`` random state; without one, a resumed run is not bit-exact.
 
 Anything else (``Discrete``, ``MultiDiscrete``, ``Tuple``, integer or unbounded gymnasium
 actions, a factory returning something that is no environment) is refused by :func:`make_env`
