@@ -53,6 +53,7 @@ __all__ = [
     "latest_step",
     "list_steps",
     "read_extra",
+    "read_meta",
     "restore_checkpoint",
     "save_checkpoint",
 ]
@@ -312,6 +313,19 @@ def read_extra(run_dir: str | Path, step: int | None = None) -> dict[str, Any]:
         ckptr = _checkpointer()
         try:
             return _read_head(ckptr, path)[1]
+        finally:
+            ckptr.close()
+
+
+def read_meta(run_dir: str | Path, step: int | None = None) -> dict[str, Any]:
+    """The ``meta`` record of checkpoint ``step`` (default: latest): format, step and each
+    leaf's path, shape and dtype, without reading its arrays (e.g. to size a template).
+    Errors as :func:`restore_checkpoint`."""
+    path = _checkpoint_path(run_dir, step)
+    with _quiet():
+        ckptr = _checkpointer()
+        try:
+            return _read_head(ckptr, path)[0]
         finally:
             ckptr.close()
 

@@ -9,6 +9,7 @@
                   [any option of revflow.compiled.CompiledConfig] [--agent.<field> VALUE ...]
     revflow train-compiled --resume RUN_DIR
     revflow eval RUN_DIR [--mode best-of-n|sample] [--episodes N] [--video out.mp4]
+    revflow export RUN_DIR --out DIR [--step N]
     revflow bench throughput --algo rfm [--preset reference|fast] [--env ...] [--json out.json]
     revflow sweep [FILE.yaml] [--algos ...] [--envs ...] [--seeds ...] [--set K=V] [--grid K=V1,V2]
                   [--backend local|ray] [--jobs N] [--dry-run]
@@ -33,9 +34,9 @@ import tyro
 
 from revflow.engine import TrainConfig
 
-__all__ = ["EvalArgs", "main"]
+__all__ = ["EvalArgs", "ExportArgs", "main"]
 
-USAGE = """usage: revflow {train,train-compiled,eval,bench,sweep,report,toy} ...
+USAGE = """usage: revflow {train,train-compiled,eval,export,bench,sweep,report,toy} ...
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
@@ -47,6 +48,9 @@ commands:
                       revflow train-compiled --resume RUN_DIR continues a killed run
   eval                evaluate the latest checkpoint of a run (train or train-compiled):
                       revflow eval RUN_DIR
+  export              write a run's trained policy (parameters and config, orbax; no replay
+                      buffer or optimiser state) for revflow.load_policy(DIR):
+                      revflow export RUN_DIR --out DIR
   bench throughput    compile time, updates/s, env steps/s and GFLOP/s of an agent
   sweep               a grid of runs (algos x envs x seeds x overrides), local or on Ray;
                       skips finished runs, resumes interrupted ones
@@ -290,6 +294,49 @@ def _eval_compiled(args: EvalArgs) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportArgs:
+    """Export the trained policy of a run (revflow train or train-compiled): its acting
+    parameters and config in the orbax format, without replay buffer or optimiser state.
+    revflow.load_policy(OUT) loads it (revflow alone, no environment)."""
+
+    #: The run directory (holds config.json and checkpoints/).
+    run_dir: tyro.conf.Positional[str]
+    #: Directory to write (must not exist, or be empty).
+    out: str
+    #: Checkpoint step to export (default: the latest).
+    step: int | None = None
+
+
+def _export_command(argv: Sequence[str]) -> int:
+    args = tyro.cli(ExportArgs, args=list(argv), prog="revflow export")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out} already exists and is not empty; choose another --out")
+
+    from revflow import api, engine
+    from revflow.checkpoint import CheckpointError
+    from revflow.policy import exported_size
+
+    try:
+        run = api.load(args.run_dir, args.step)
+        if run.step is None:
+            raise CheckpointError(f"no checkpoint in {args.run_dir}")
+        run.export(out)
+    except (FileNotFoundError, CheckpointError, engine.ConfigMismatchError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    print(
+        f"policy of {run.algo} on {run.env} (checkpoint at step {run.step}) exported to {out} "
+        f"({exported_size(out):,} bytes); load it with revflow.load_policy({str(out)!r})"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # bench, toy, entry point
 # --------------------------------------------------------------------------------------------
 
@@ -405,6 +452,7 @@ COMMANDS = {
     "train": _train_command,
     "train-compiled": _train_compiled_command,
     "eval": _eval_command,
+    "export": _export_command,
     "bench": _bench_command,
     "sweep": _sweep_command,
     "report": _report_command,
@@ -421,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {**COMMANDS, "toy": _toy_command}.get(command)
     if handler is None:
         return _fail(
-            f"unknown command {command!r}; expected one of train, train-compiled, eval, bench, "
-            "sweep, report, toy"
+            f"unknown command {command!r}; expected one of train, train-compiled, eval, export, "
+            "bench, sweep, report, toy"
         )
     try:
         return handler(rest)

@@ -96,7 +96,8 @@ class TrainConfig:
     #: Name of this run's variant in its run directory and in reports (None: ``algo``);
     #: ``revflow sweep`` sets it for config-override grids, e.g. ``rfm.control_variate-none``.
     label: str | None = None
-    #: Environment name, ``dmc:<domain>-<task>`` or ``gym:<Id>``.
+    #: Environment name (revflow.envs): ``dmc:<domain>-<task>``, ``gym:<Id>``,
+    #: ``gym:<module>:<Id>`` or ``py:<module>:<factory>``.
     env: str = "dmc:cheetah-run"
     #: Seed of everything: network init, replay sampling, exploration, env resets.
     seed: int = 0
@@ -405,17 +406,23 @@ def _template(
     return {"agent": state, "key": key, "replay": replay}
 
 
-def load_agent(run_dir: str | Path, step: int | None = None) -> tuple[Agent, Any, TrainConfig, int]:
-    """``(agent, train state, train config, step)`` of a run's checkpoint (default: latest)."""
+def load_agent(
+    run_dir: str | Path, step: int | None = None, dims: tuple[int, int] | None = None
+) -> tuple[Agent, Any, TrainConfig, int]:
+    """``(agent, train state, train config, step)`` of a run's checkpoint (default: latest).
+    ``dims``: the run's ``(obs_dim, act_dim)``, if known (else its env is built to get them)."""
     run_dir = Path(run_dir)
     cfg, agent_cfg = load_run(run_dir)
     if step is None:
         step = latest_step(run_dir)
         if step is None:
             raise CheckpointError(f"no checkpoint in {run_dir}")
-    env = make_env(cfg.env, seed=cfg.seed)
-    obs_dim, act_dim, _ = env_info(env)
-    env.close()
+    if dims is None:
+        env = make_env(cfg.env, seed=cfg.seed)
+        obs_dim, act_dim, _ = env_info(env)
+        env.close()
+    else:
+        obs_dim, act_dim = dims
     agent = get_agent_class(cfg.algo)(agent_cfg, obs_dim, act_dim)
     key = jax.random.PRNGKey(0)
     capacity = cfg.buffer_size or cfg.steps

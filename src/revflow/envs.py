@@ -1,4 +1,5 @@
-"""Environment construction: DeepMind Control suite and Gymnasium behind one gymnasium API.
+"""Environment construction: DeepMind Control, Gymnasium and your own environments behind one
+gymnasium API.
 
 Names
 -----
@@ -9,12 +10,47 @@ Names
 ``"gym:<Id>"``
     A registered Gymnasium id with a continuous (``Box``) action space, e.g.
     ``gym:HalfCheetah-v5`` or ``gym:Pendulum-v1``.
+``"gym:<module>:<Id>"``
+    Gymnasium's own ``module:Id`` form: ``<module>`` is imported first (it registers ``<Id>``,
+    e.g. with ``gymnasium.register``), then ``<Id>`` is made, e.g.
+    ``gym:my_package.envs:Reacher2D-v0``. The module must be importable (installed, or on
+    ``PYTHONPATH``) in every process that builds the env (``revflow sweep`` runs subprocesses).
+``"py:<module>:<factory>"``
+    A callable ``<factory>`` of ``<module>`` (a function or a class; dots reach attributes,
+    ``py:pkg.mod:Suite.make``) returning a :class:`gymnasium.Env` or a dm_env-style
+    environment (``dm_env.Environment``: ``reset``, ``step``, ``observation_spec``,
+    ``action_spec``; dm_control's ``suite.load(...)`` and composer environments are ones).
+    It is called with ``seed=<seed>`` if it takes a ``seed`` parameter and with
+    ``render_mode="rgb_array"`` when rendering (if it takes ``render_mode``). ``revflow.train
+    (env=factory)`` gives a factory this name; one that cannot be imported under it (a lambda, a
+    local function) is registered in this process only (:func:`register_factory`).
 ``"mjx:<Task>"``
     A JAX-native (MJX) task, e.g. ``mjx:CheetahRun``: ``make_env`` returns a functional,
     jittable batched :class:`revflow.jax_envs.VecEnv` of ``num_envs`` copies (not a gymnasium
     environment; it is trained by :mod:`revflow.compiled`). See :mod:`revflow.jax_envs`.
 
-Every ``dmc:`` / ``gym:`` environment returned by :func:`make_env` has
+What a custom environment must satisfy (``gym:<module>:<Id>``, ``py:``, :func:`wrap_env`)
+---------------------------------------------------------------------------------------
+* Observations: a ``Box`` of any shape, or a ``Dict`` (possibly nested) of ``Box`` spaces;
+  dm_env: an ``Array`` spec or a (nested) mapping of them. They are flattened to one float32
+  vector: a ``Box`` in C order, a ``Dict`` by concatenating its entries in the space's key
+  order (``space.keys()``: gymnasium sorts a plain dict's keys, an ``OrderedDict`` keeps its
+  order; dm_env mappings keep theirs), nested ones depth-first.
+* Actions: a floating-point ``Box`` (dm_env: ``BoundedArray``) of any shape and bounds; the
+  agent acts in ``[-1, 1]^d`` (``d`` = its size), mapped affinely onto the bounds (and reshaped).
+  Gymnasium bounds must be finite; dm_env dimensions with infinite bounds pass through unscaled.
+* Episodes end: ``terminated`` / ``truncated`` (dm_env: ``time_step.last()``, with
+  ``discount == 0`` a termination). A gymnasium env made by ``gym.make`` gets its registered
+  ``max_episode_steps`` time limit; a factory's env must end its episodes itself.
+* Seeding: ``reset(seed=...)`` (gymnasium); a dm_env factory should take ``seed``. The
+  engine reseeds every episode's reset, which reaches a dm_env only through dm_control's
+  ``env.task`` random state; without one, a resumed run is not bit-exact.
+
+Anything else (``Discrete``, ``MultiDiscrete``, ``Tuple``, integer or unbounded gymnasium
+actions, a factory returning something that is no environment) is refused by :func:`make_env`
+with a ``ValueError`` naming what is unsupported, before training starts.
+
+Every ``dmc:`` / ``gym:`` / ``py:`` environment returned by :func:`make_env` has
 
 * a flat ``float32`` ``Box`` observation space;
 * a ``Box(-1, 1, (d,), float32)`` action space; actions are clipped to ``[-1, 1]`` and mapped
@@ -24,7 +60,8 @@ Every ``dmc:`` / ``gym:`` environment returned by :func:`make_env` has
   ``truncated=True, terminated=False`` and a dm_control ``discount == 0`` gives
   ``terminated=True``;
 * reproducible seeding: ``make_env(name, seed)`` followed by ``reset()`` is the same as
-  ``reset(seed=seed)``; identical seeds and actions give identical trajectories;
+  ``reset(seed=seed)``; identical seeds and actions give identical trajectories (for a ``py:``
+  dm_env factory: as far as the factory's ``seed`` makes it so);
 * ``render()`` returning an ``(H, W, 3) uint8`` array when built with ``render=True``.
 
 dm_control (and therefore MuJoCo's rendering backend) is imported lazily, on the first
@@ -36,9 +73,11 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
+import inspect
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -47,17 +86,22 @@ from gymnasium import spaces
 
 __all__ = [
     "DMCEnv",
+    "DmEnvAdapter",
     "EnvInfo",
     "env_info",
+    "factory_name",
     "list_envs",
     "make_env",
     "make_vector_env",
+    "register_factory",
+    "wrap_env",
 ]
 
 DMC_PREFIX = "dmc:"
 GYM_PREFIX = "gym:"
 MJX_PREFIX = "mjx:"
-_PREFIXES = (DMC_PREFIX, GYM_PREFIX, MJX_PREFIX)
+PY_PREFIX = "py:"
+_PREFIXES = (DMC_PREFIX, GYM_PREFIX, MJX_PREFIX, PY_PREFIX)
 
 # Native bounds at least this large (or infinite) are treated as "unbounded": no rescaling.
 _UNBOUNDED = 1e6
@@ -128,16 +172,121 @@ def _parse_dmc(rest: str) -> tuple[str, str]:
     return domain, task
 
 
-def _parse_gym(env_id: str) -> str:
-    if env_id not in gym.registry:
+def _import_module(module: str, name: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"{name}: cannot import module {module!r} ({e})") from e
+
+
+def _parse_gym(rest: str) -> str:
+    """The Gymnasium id of ``gym:<Id>`` / ``gym:<module>:<Id>`` (importing ``<module>``)."""
+    module, sep, env_id = rest.partition(":")
+    if sep:
+        if not module or not env_id:
+            raise ValueError(
+                f"'gym:{rest}' is malformed; expected 'gym:<Id>' or 'gym:<module>:<Id>'"
+            )
+        _import_module(module, f"gym:{rest}")
+        if env_id not in gym.registry:
+            ids = sorted(gym.registry)
+            close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.5)
+            hint = f" Close matches: {', '.join(close)}." if close else ""
+            raise ValueError(
+                f"Unknown Gymnasium id {env_id!r}: importing {module!r} did not register it.{hint}"
+            )
+        return env_id
+    if rest not in gym.registry:
         ids = sorted(gym.registry)
-        close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.5)
+        close = difflib.get_close_matches(rest, ids, n=5, cutoff=0.5)
         hint = f" Close matches: {', '.join('gym:' + c for c in close)}." if close else ""
         raise ValueError(
-            f"Unknown Gymnasium id {env_id!r}.{hint} Supported ids include: "
-            f"{', '.join(_supported_gym_ids())}."
+            f"Unknown Gymnasium id {rest!r}.{hint} Supported ids include: "
+            f"{', '.join(_supported_gym_ids())}; a custom env: 'gym:<module>:<Id>'."
         )
-    return env_id
+    return rest
+
+
+#: Factories of this process that cannot be imported by their ``py:`` name (lambdas, closures).
+_FACTORIES: dict[str, Callable[..., Any]] = {}
+
+
+def _resolve(module: str, attr: str) -> Any:
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _parse_py(rest: str) -> Callable[..., Any]:
+    """The factory named by ``py:<module>:<factory>`` (in-process ones first)."""
+    name = PY_PREFIX + rest
+    if name in _FACTORIES:
+        return _FACTORIES[name]
+    module, sep, attr = rest.partition(":")
+    if not (sep and module and attr):
+        raise ValueError(f"{name!r} is malformed; expected 'py:<module>:<factory>'")
+    _import_module(module, name)
+    try:
+        factory = _resolve(module, attr)
+    except AttributeError as e:
+        raise ValueError(f"{name}: module {module!r} has no attribute {attr!r}") from e
+    if not callable(factory):
+        raise ValueError(
+            f"{name}: {attr!r} of {module!r} is not callable ({type(factory).__name__})"
+        )
+    return factory
+
+
+def register_factory(name: str, factory: Callable[..., Any]) -> str:
+    """Make ``py:``-name ``name`` build ``factory()`` in this process (replacing any earlier
+    registration of that name). Returns ``name``."""
+    if not name.startswith(PY_PREFIX) or ":" not in name[len(PY_PREFIX) :]:
+        raise ValueError(f"factory names look like 'py:<module>:<name>', got {name!r}")
+    if not callable(factory):
+        raise ValueError(f"{name}: the factory must be callable, got {type(factory).__name__}")
+    _FACTORIES[name] = factory
+    return name
+
+
+def factory_name(factory: Callable[..., Any]) -> str:
+    """``py:<module>:<qualname>`` of an environment factory. A factory that cannot be imported
+    under that name (a lambda, a local function) is registered in this process only: runs of
+    it can be resumed or evaluated only where it is registered again."""
+    if not callable(factory):
+        raise ValueError(
+            f"env must be a name or a callable returning an environment, got "
+            f"{type(factory).__name__}; pass a factory, e.g. env=lambda: MyEnv()"
+        )
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None)
+    if not module or not qualname:
+        raise ValueError(
+            f"env factory {factory!r} has no __module__/__qualname__ (e.g. a functools.partial); "
+            "wrap it in a named function"
+        )
+    name = f"{PY_PREFIX}{module}:{qualname}"
+    try:
+        importable = _resolve(module, qualname) is factory
+    except (ImportError, AttributeError):
+        importable = False
+    if importable:
+        _FACTORIES.pop(name, None)
+    else:
+        register_factory(name, factory)
+    return name
+
+
+def _validate_name(name: str) -> tuple[str, Any]:
+    """``(prefix, parsed)`` of a ``dmc:`` / ``gym:`` / ``py:`` name; errors before any build."""
+    prefix, rest = _split_name(name)
+    if prefix == DMC_PREFIX:
+        return prefix, _parse_dmc(rest)
+    if prefix == GYM_PREFIX:
+        return prefix, _parse_gym(rest)
+    if prefix == PY_PREFIX:
+        return prefix, _parse_py(rest)
+    raise ValueError(f"{name} is a JAX-native environment (mjx:), not a gymnasium one")
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -146,7 +295,8 @@ def _split_name(name: str) -> tuple[str, str]:
             return prefix, name[len(prefix) :]
     raise ValueError(
         f"Unknown environment name {name!r}: expected a prefix of {', '.join(_PREFIXES)} "
-        "(e.g. 'dmc:cheetah-run' or 'gym:HalfCheetah-v5'). See revflow.envs.list_envs()."
+        "(e.g. 'dmc:cheetah-run', 'gym:HalfCheetah-v5', 'gym:<module>:<Id>', "
+        "'py:<module>:<factory>'). See revflow.envs.list_envs()."
     )
 
 
@@ -181,7 +331,7 @@ def list_envs() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# DeepMind Control adapter
+# dm_env adapter (DeepMind Control and any dm_env-style environment)
 # --------------------------------------------------------------------------------------------
 
 
@@ -189,14 +339,169 @@ def _flat_dim(spec: Any) -> int:
     return int(np.prod(spec.shape, dtype=np.int64))
 
 
-class DMCEnv(gym.Env):
-    """A ``dm_control.suite`` task as a :class:`gymnasium.Env`.
+def _obs_specs(spec: Any, where: str = "") -> list[Any]:
+    """The leaf specs of a dm_env observation spec, in flattening order (mappings in their own
+    key order, depth-first); ``ValueError`` naming an unsupported entry."""
+    if isinstance(spec, Mapping):
+        return [leaf for k, v in spec.items() for leaf in _obs_specs(v, f"{where}[{k!r}]")]
+    dtype = getattr(spec, "dtype", None)
+    if getattr(spec, "shape", None) is None or dtype is None:
+        raise ValueError(
+            f"observation spec{where} {spec!r} is unsupported: revflow needs an array spec or a "
+            "(nested) mapping of them"
+        )
+    if not (np.issubdtype(np.dtype(dtype), np.number) or np.dtype(dtype) == np.bool_):
+        raise ValueError(f"observation spec{where} has non-numeric dtype {dtype}; unsupported")
+    return [spec]
 
-    Observations are the task's observation dict flattened in its (ordered) key order and cast
-    to float32. Actions live in ``[-1, 1]^d`` and are mapped onto the action spec bounds.
+
+def _flatten_obs(observation: Any) -> np.ndarray:
+    if isinstance(observation, Mapping):
+        parts = [_flatten_obs(v) for v in observation.values()]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return np.asarray(observation, dtype=np.float32).ravel()
+
+
+class DmEnvAdapter(gym.Env):
+    """A dm_env-style environment (``dm_env.Environment``: ``reset``, ``step``,
+    ``observation_spec``, ``action_spec``) as a :class:`gymnasium.Env`.
+
+    Observations are the observation (dict) flattened in its key order (nested mappings
+    depth-first) and cast to float32. Actions live in ``[-1, 1]^d`` and are mapped onto the
+    action spec's bounds (dimensions without finite bounds pass through unscaled) and reshaped
+    to its shape. ``time_step.last()`` ends an episode: with ``discount == 0`` it is a
+    termination, otherwise a truncation. ``reset(seed=...)`` reseeds ``env.task``'s random
+    state when the environment has one (dm_control's control and composer environments).
     """
 
     metadata = {"render_modes": ["rgb_array"]}  # noqa: RUF012 - gymnasium convention
+
+    def __init__(
+        self,
+        env: Any,
+        name: str = "dm_env",
+        seed: int | None = None,
+        render_mode: str | None = None,
+        render_size: tuple[int, int] = (240, 320),
+        camera_id: int = 0,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self._env = env
+        self._seed = seed
+        self._needs_reset = True
+        self.render_mode = render_mode
+        self._render_size = render_size
+        self._camera_id = camera_id
+
+        try:
+            obs_dim = sum(_flat_dim(s) for s in _obs_specs(env.observation_spec()))
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from e
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+
+        aspec = env.action_spec()
+        dtype = getattr(aspec, "dtype", None)
+        if (
+            getattr(aspec, "shape", None) is None
+            or dtype is None
+            or not np.issubdtype(np.dtype(dtype), np.floating)
+        ):
+            raise ValueError(
+                f"{name}: action spec {aspec!r} is unsupported; revflow needs one floating-point "
+                "(Bounded)Array of continuous actions"
+            )
+        size = _flat_dim(aspec)
+        low = np.broadcast_to(
+            np.asarray(getattr(aspec, "minimum", -np.inf), np.float64), aspec.shape
+        ).ravel()
+        high = np.broadcast_to(
+            np.asarray(getattr(aspec, "maximum", np.inf), np.float64), aspec.shape
+        ).ravel()
+        self._act_shape = aspec.shape
+        self._act_dtype = aspec.dtype
+        bounded = np.isfinite(low) & np.isfinite(high)
+        bounded &= (np.abs(low) < _UNBOUNDED) & (np.abs(high) < _UNBOUNDED)
+        # native = center + half * a ; identity for unbounded dimensions.
+        self._act_center = np.where(bounded, (high + low) / 2.0, 0.0)
+        self._act_half = np.where(bounded, (high - low) / 2.0, 1.0)
+        self.action_space = spaces.Box(-1.0, 1.0, (size,), np.float32)
+
+        limit = getattr(env, "_step_limit", np.inf)  # dm_control: control steps; inf: none
+        self.max_episode_steps = int(limit) if np.isfinite(limit) else None
+        self.spec = gym.envs.registration.EnvSpec(
+            id=name, entry_point=None, max_episode_steps=self.max_episode_steps
+        )
+        self.action_space.seed(seed)
+        self.observation_space.seed(seed)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def dm_env(self) -> Any:
+        """The wrapped dm_env environment."""
+        return self._env
+
+    @property
+    def physics(self) -> Any:
+        return self._env.physics
+
+    def _flatten(self, observation: Any) -> np.ndarray:
+        return _flatten_obs(observation).astype(np.float32, copy=False)
+
+    def _reseed(self, seed: int) -> None:
+        task = getattr(self._env, "task", None)
+        if task is not None and hasattr(task, "_random"):
+            # All of a dm_control task's randomness (initial state, targets) is task.random.
+            task._random = np.random.RandomState(seed)
+
+    # -- gymnasium API ---------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._reseed(seed)
+            self.action_space.seed(seed)
+            self.observation_space.seed(seed)
+        time_step = self._env.reset()
+        self._needs_reset = False
+        return self._flatten(time_step.observation), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() called before reset() or after the episode ended"
+            )
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape}")
+        native = self._act_center + self._act_half * np.clip(a, -1.0, 1.0)
+        time_step = self._env.step(native.reshape(self._act_shape).astype(self._act_dtype))
+        obs = self._flatten(time_step.observation)
+        reward = float(np.sum(time_step.reward)) if time_step.reward is not None else 0.0
+        discount = float(time_step.discount) if time_step.discount is not None else 1.0
+        terminated = bool(time_step.last() and discount == 0.0)
+        truncated = bool(time_step.last() and not terminated)
+        self._needs_reset = bool(time_step.last())
+        return obs, reward, terminated, truncated, {"discount": discount}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        height, width = self._render_size
+        return self._env.physics.render(height=height, width=width, camera_id=self._camera_id)
+
+    def close(self) -> None:
+        close = getattr(self._env, "close", None)
+        if close is not None:
+            close()
+
+
+class DMCEnv(DmEnvAdapter):
+    """A ``dm_control.suite`` task as a :class:`gymnasium.Env` (a :class:`DmEnvAdapter` of
+    ``suite.load(domain, task)``, seeded by ``seed``)."""
 
     def __init__(
         self,
@@ -211,94 +516,15 @@ class DMCEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         _prepare_gl(render_mode is not None)
         suite = _import_dmc_suite()
-        self._env = suite.load(domain, task, task_kwargs={"random": seed})
-        self._seed = seed
-        self._needs_reset = True
-        self.render_mode = render_mode
-        self._render_size = render_size
-        self._camera_id = camera_id
-
-        obs_dim = sum(_flat_dim(s) for s in self._env.observation_spec().values())
-        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-
-        aspec = self._env.action_spec()
-        low = np.broadcast_to(np.asarray(aspec.minimum, np.float64), aspec.shape).ravel()
-        high = np.broadcast_to(np.asarray(aspec.maximum, np.float64), aspec.shape).ravel()
-        self._act_shape = aspec.shape
-        self._act_dtype = aspec.dtype
-        bounded = np.isfinite(low) & np.isfinite(high)
-        bounded &= (np.abs(low) < _UNBOUNDED) & (np.abs(high) < _UNBOUNDED)
-        # native = center + half * a ; identity for unbounded dimensions.
-        self._act_center = np.where(bounded, (high + low) / 2.0, 0.0)
-        self._act_half = np.where(bounded, (high - low) / 2.0, 1.0)
-        self.action_space = spaces.Box(-1.0, 1.0, (low.size,), np.float32)
-
-        limit = self._env._step_limit  # number of control steps; inf when no time limit
-        self.max_episode_steps = int(limit) if np.isfinite(limit) else None
+        env = suite.load(domain, task, task_kwargs={"random": seed})
+        name = f"{DMC_PREFIX}{domain}-{task}"
+        super().__init__(env, name, seed, render_mode, render_size, camera_id)
         self.spec = gym.envs.registration.EnvSpec(
-            id=f"{DMC_PREFIX}{domain}-{task}",
+            id=name,
             entry_point="revflow.envs:DMCEnv",
             max_episode_steps=self.max_episode_steps,
             kwargs={"domain": domain, "task": task},
         )
-        self.action_space.seed(seed)
-        self.observation_space.seed(seed)
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    @property
-    def dm_env(self) -> Any:
-        """The wrapped ``dm_control.rl.control.Environment``."""
-        return self._env
-
-    @property
-    def physics(self) -> Any:
-        return self._env.physics
-
-    def _flatten(self, observation: dict[str, Any]) -> np.ndarray:
-        return np.concatenate(
-            [np.asarray(v, dtype=np.float32).ravel() for v in observation.values()]
-        ).astype(np.float32, copy=False)
-
-    # -- gymnasium API ---------------------------------------------------------------------
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if seed is not None:
-            # All of a suite task's randomness (initial state, targets) comes from task.random.
-            self._env.task._random = np.random.RandomState(seed)
-            self.action_space.seed(seed)
-            self.observation_space.seed(seed)
-        time_step = self._env.reset()
-        self._needs_reset = False
-        return self._flatten(time_step.observation), {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._needs_reset:
-            raise RuntimeError("DMCEnv.step() called before reset() or after the episode ended")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape}")
-        native = self._act_center + self._act_half * np.clip(a, -1.0, 1.0)
-        time_step = self._env.step(native.reshape(self._act_shape).astype(self._act_dtype))
-        obs = self._flatten(time_step.observation)
-        reward = float(time_step.reward) if time_step.reward is not None else 0.0
-        discount = float(time_step.discount) if time_step.discount is not None else 1.0
-        terminated = bool(time_step.last() and discount == 0.0)
-        truncated = bool(time_step.last() and not terminated)
-        self._needs_reset = bool(time_step.last())
-        return obs, reward, terminated, truncated, {"discount": discount}
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            return None
-        height, width = self._render_size
-        return self._env.physics.render(height=height, width=width, camera_id=self._camera_id)
-
-    def close(self) -> None:
-        self._env.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,40 +548,128 @@ class _SeedFirstReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
-def _make_gym(env_id: str, seed: int, render: bool) -> gym.Env:
-    _prepare_gl(render)
-    try:
-        env = gym.make(env_id, render_mode="rgb_array" if render else None)
-    except gym.error.DependencyNotInstalled as e:
-        pkg = "gymnasium[mujoco]" if "mujoco" in str(e).lower() else "gymnasium[all]"
-        raise ImportError(
-            f"gym:{env_id} needs an optional dependency: pip install {pkg} ({e})"
-        ) from e
-    if not isinstance(env.action_space, spaces.Box):
-        space = env.action_space
-        env.close()
-        raise ValueError(
-            f"gym:{env_id} has action space {space}; revflow needs continuous (Box) actions. "
-            f"Supported ids include: {', '.join(_supported_gym_ids())}."
+class _FlatActions(gym.ActionWrapper):
+    """Exposes a ``Box(-1, 1)`` action space of any shape as a flat one."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._shape = env.action_space.shape
+        size = int(np.prod(self._shape, dtype=np.int64))
+        self.action_space = spaces.Box(-1.0, 1.0, (size,), np.float32)
+
+    def action(self, action: Any) -> np.ndarray:
+        return np.reshape(np.asarray(action, np.float32), self._shape)
+
+
+def _unsupported_obs(space: Any) -> str | None:
+    """What of an observation space revflow cannot flatten (None: Box or Dict of Boxes)."""
+    if isinstance(space, spaces.Box):
+        ok = np.issubdtype(space.dtype, np.number) or space.dtype == np.bool_
+        return None if ok else f"{space} (non-numeric dtype)"
+    if isinstance(space, spaces.Dict):
+        for key, sub in space.spaces.items():
+            bad = _unsupported_obs(sub)
+            if bad is not None:
+                return f"{bad} at key {key!r}"
+        return None
+    return str(space)
+
+
+def _wrap_gymnasium(env: gym.Env, name: str, seed: int | None, hint: str = "") -> gym.Env:
+    """Flat float32 observations, ``[-1, 1]^d`` actions and first-reset seeding of a
+    gymnasium env (closed and refused with a ``ValueError`` if its spaces are unsupported)."""
+    act, obs = env.action_space, env.observation_space
+    problem = None
+    if not isinstance(act, spaces.Box) or not np.issubdtype(act.dtype, np.floating):
+        problem = f"action space {act}; revflow needs continuous (Box) actions.{hint}"
+    elif not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+        problem = f"unbounded actions ({act}); unsupported: give the Box finite bounds"
+    elif _unsupported_obs(obs) is not None:
+        problem = (
+            f"observation space {_unsupported_obs(obs)}; unsupported: revflow needs Box or "
+            "Dict-of-Box observations"
         )
-    if not (
-        isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1
-    ):
-        env = gym.wrappers.FlattenObservation(env)
+    if problem is not None:
+        env.close()
+        raise ValueError(f"{name} has {problem}")
+    if not (isinstance(obs, spaces.Box) and len(obs.shape) == 1):
+        env = gym.wrappers.FlattenObservation(env)  # Dict: its keys' order, depth-first
     if env.observation_space.dtype != np.float32:
         box = env.observation_space
         f32_space = spaces.Box(box.low.astype(np.float32), box.high.astype(np.float32), box.shape)
         env = gym.wrappers.TransformObservation(
             env, lambda o: np.asarray(o, dtype=np.float32), f32_space
         )
-    low, high = env.action_space.low, env.action_space.high
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-        raise ValueError(f"gym:{env_id} has unbounded actions ({env.action_space}); unsupported")
+    low, high = act.low, act.high
     # Clip in native units (equivalent to clipping to [-1, 1]), then expose [-1, 1]^d.
     env = gym.wrappers.ClipAction(env)
     env.action_space = spaces.Box(low, high, low.shape, env.env.action_space.dtype)
-    env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    with np.errstate(over="ignore"):  # gymnasium compares float64 bounds in float32
+        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    if len(low.shape) != 1:
+        env = _FlatActions(env)
     return _SeedFirstReset(env, seed)
+
+
+def _make_gym(env_id: str, seed: int, render: bool, name: str) -> gym.Env:
+    _prepare_gl(render)
+    try:
+        env = gym.make(env_id, **({"render_mode": "rgb_array"} if render else {}))
+    except gym.error.DependencyNotInstalled as e:
+        pkg = "gymnasium[mujoco]" if "mujoco" in str(e).lower() else "gymnasium[all]"
+        raise ImportError(f"{name} needs an optional dependency: pip install {pkg} ({e})") from e
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{name}: making it raised {type(e).__name__}: {first}") from e
+    hint = ""
+    if name == GYM_PREFIX + env_id:  # a built-in id: point at the supported ones
+        hint = f" Supported ids include: {', '.join(_supported_gym_ids())}."
+    return _wrap_gymnasium(env, name, seed, hint)
+
+
+def _is_dm_env(env: Any) -> bool:
+    return all(hasattr(env, m) for m in ("reset", "step", "observation_spec", "action_spec"))
+
+
+def _adapt(env: Any, name: str, seed: int | None, render_mode: str | None = None) -> gym.Env:
+    if isinstance(env, gym.Env):
+        return _wrap_gymnasium(env, name, seed)
+    if _is_dm_env(env):
+        return DmEnvAdapter(env, name, seed, render_mode)
+    raise ValueError(
+        f"{name}: got {type(env).__name__}, which is neither a gymnasium.Env nor a dm_env-style "
+        "environment (reset, step, observation_spec, action_spec)"
+    )
+
+
+def _make_from_factory(factory: Callable[..., Any], name: str, seed: int, render: bool) -> Any:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = {}
+    if "seed" in params or any_kw:
+        kwargs["seed"] = seed
+    if render:
+        if not ("render_mode" in params or any_kw):
+            raise ValueError(f"{name}: cannot render, the factory takes no render_mode argument")
+        kwargs["render_mode"] = "rgb_array"
+    _prepare_gl(render)
+    try:
+        env = factory(**kwargs)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{name}: the factory raised {type(e).__name__}: {first}") from e
+    return _adapt(env, name, seed, "rgb_array" if render else None)
+
+
+def wrap_env(env: Any, seed: int | None = None, name: str = "custom env") -> gym.Env:
+    """A built gymnasium or dm_env environment as revflow trains on it: flat float32
+    observations, ``[-1, 1]^d`` actions, ``reset()`` seeded by ``seed`` (the module
+    docstring's requirements; ``ValueError`` naming what is unsupported). Feed a trained
+    :class:`revflow.Policy`'s actions to this wrapper, not to the raw environment."""
+    return _adapt(env, name, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,8 +685,9 @@ def make_env(
     num_envs: int | None = None,
     episode_length: int | None = None,
 ) -> Any:
-    """Build environment ``name`` (``"dmc:<domain>-<task>"``, ``"gym:<Id>"`` or
-    ``"mjx:<Task>"``).
+    """Build environment ``name`` (``"dmc:<domain>-<task>"``, ``"gym:<Id>"``,
+    ``"gym:<module>:<Id>"``, ``"py:<module>:<factory>"`` or ``"mjx:<Task>"``; module
+    docstring).
 
     ``mjx:`` names give a :class:`revflow.jax_envs.VecEnv` of ``num_envs`` (default 1)
     environments; its randomness comes from the key passed to its ``reset``, so ``seed`` is
@@ -396,11 +711,13 @@ def make_env(
             "make_vector_env for several gymnasium environments"
         )
     _prepare_gl(render)  # before dm_control is first imported (name validation imports it)
+    prefix, parsed = _validate_name(name)
     if prefix == DMC_PREFIX:
-        domain, task = _parse_dmc(rest)
+        domain, task = parsed
         return DMCEnv(domain, task, seed=seed, render_mode="rgb_array" if render else None)
-    env_id = _parse_gym(rest)
-    return _make_gym(env_id, seed, render)
+    if prefix == PY_PREFIX:
+        return _make_from_factory(parsed, name, seed, render)
+    return _make_gym(parsed, seed, render, name)
 
 
 def make_vector_env(
@@ -419,16 +736,12 @@ def make_vector_env(
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     _prepare_gl(render)
     # Validate the name once, up front, so errors surface before any env is built.
-    prefix, rest = _split_name(name)
-    if prefix == MJX_PREFIX:
+    if _split_name(name)[0] == MJX_PREFIX:
         raise ValueError(
             f"{name} is a JAX-native environment: make_env({name!r}, num_envs={num_envs}) "
             "gives the batched functional version"
         )
-    if prefix == DMC_PREFIX:
-        _parse_dmc(rest)
-    else:
-        _parse_gym(rest)
+    _validate_name(name)
 
     def factory(i: int) -> Callable[[], gym.Env]:
         return lambda: make_env(name, seed + i, render=render)
