@@ -1,0 +1,71 @@
+"""What both sides of the fidelity harness share: problem sizes, and the .npz layout.
+
+Plain Python and numpy only: the official side imports this module under the authors'
+environment (jax 0.6.2), the revflow side under revflow's. Nothing here computes.
+
+Layout. ``inputs.npz`` (written by the revflow side, read by both) holds the batch, the
+noisy points, the PRNG keys (raw uint32 key data) and the injected posterior noise.
+``official.npz`` and ``revflow.npz`` hold ``<agent>.param.<net>/<path>`` (the official side's
+initial parameters, which the revflow side maps onto its own networks) and ``<agent>/<quantity>``
+arrays: every quantity both sides compute, compared by ``check.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Small sizes: the quantities are exact functions, so size only changes the run time.
+SIZES: dict[str, Any] = {
+    "obs_dim": 5,
+    "act_dim": 3,
+    "batch": 8,
+    "hidden": 32,
+    "layers": 2,  # residual blocks of the actor nets; hidden layers of each critic
+    "emb": 16,
+    "num_critics": 2,
+    "particles": 4,
+    "flow_steps": 3,
+    "mc_samples": 16,
+    "lam": 0.05,
+    "t_min": 0.01,
+    "cv_ridge": 1e-4,
+    "cv_clip": 2.0,
+    "discount": 0.99,
+    "tau": 0.005,
+    "actor_lr": 3e-4,
+    "critic_lr": 1e-3,
+    "alpha": 0.3,  # SAC temperature at which losses and gradients are compared
+    "small_clip": 0.05,  # a clip norm that every gradient here exceeds: clipping is exercised
+    "seed": 0,
+}
+
+
+def flatten(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+    """Nested dicts of arrays -> ``{prefix/key/...: array}``."""
+    out: dict[str, np.ndarray] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) or hasattr(node, "items"):
+            for key in sorted(node):
+                walk(node[key], f"{path}/{key}")
+        else:
+            out[path] = np.asarray(node)
+
+    walk(tree, prefix)
+    return out
+
+
+def unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
+    """Inverse of :func:`flatten` for the keys under ``prefix``."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        if not name.startswith(prefix + "/"):
+            continue
+        parts = name[len(prefix) + 1 :].split("/")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = np.asarray(value)
+    return tree
