@@ -269,12 +269,9 @@ def run_sac(inp: dict, out: dict) -> None:
     out.update(flatten(q_target, "sac.param.target"))
     init_fingerprint(out, "sac", params, q_online)
 
-    obs, act = jnp.asarray(inp["obs"]), jnp.asarray(inp["action"])
-    rew, mask, next_obs = (
-        jnp.asarray(inp["reward"]),
-        jnp.asarray(inp["mask"]),
-        jnp.asarray(inp["next_obs"]),
-    )
+    obs, act = jnp.asarray(inp["sac_obs"]), jnp.asarray(inp["action"])
+    rew, mask = jnp.asarray(inp["reward"]), jnp.asarray(inp["mask"])
+    next_obs = jnp.asarray(inp["sac_next_obs"])
     alpha = jnp.float32(s["alpha"])
     log_alpha = jnp.log(alpha)
 

@@ -42,7 +42,11 @@ def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     inp = {
         "obs": obs,
         "next_obs": next_obs,
-        # States at which some of SAC's log-stds exceed 2 (the clip is exercised).
+        # SAC's states: scaled down so that its pre-tanh samples stay below |u| ~ 3.5 (see
+        # spec.py: log(1 - a^2 + 1e-6) is ill-conditioned in float32 at saturation) ...
+        "sac_obs": 0.25 * obs,
+        "sac_next_obs": 0.25 * next_obs,
+        # ... and up, so that some log-stds exceed 2 (the clip is exercised; actions only).
         "wide_obs": 1.5 * obs,
         "action": rng.uniform(-0.95, 0.95, (b, d)).astype(np.float32),
         "reward": rng.normal(size=b).astype(np.float32),
@@ -98,12 +102,12 @@ def _init_fingerprint(out: dict, agent_name: str, actor_kernels, actor_biases, c
     out[f"{agent_name}/init_max_abs_bias"] = np.array([max(float(np.abs(b).max()) for b in biases)])
 
 
-def _batch(inp: dict) -> Batch:
+def _batch(inp: dict, states: str = "") -> Batch:
     return Batch(
-        obs=jnp.asarray(inp["obs"]),
+        obs=jnp.asarray(inp[states + "obs"]),
         action=jnp.asarray(inp["action"]),
         reward=jnp.asarray(inp["reward"]),
-        next_obs=jnp.asarray(inp["next_obs"]),
+        next_obs=jnp.asarray(inp[states + "next_obs"]),
         discount=SIZES["discount"] * jnp.asarray(inp["mask"]),
     )
 
@@ -137,7 +141,7 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     agent = make_agent("rfm", cfg, s["obs_dim"], s["act_dim"])
     out: dict[str, np.ndarray] = {}
 
-    fresh = agent.init(jax.random.PRNGKey(s["seed"]))
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
     a = fresh.actor_params["params"]
     first = [a[n]["kernel"] for n in ("cond_proj", "x_proj", "t_proj", "lam_proj")]
     blocks = [a[f"blocks_{i}"]["kernel"] for i in range(cfg.actor_blocks)]
@@ -161,20 +165,30 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     state = fresh.replace(
         actor_params=actor, critic_params=critic, target_critic_params=target_critic
     )
+    values, grads = jax.jit(lambda st, x: _rfm_quantities(agent, st, x))(state, _tree(inp))
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"rfm.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _rfm_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
+    """Every rfm quantity (one jitted program): ``(values, gradient trees)``."""
+    s, cfg = SIZES, agent.config
+    out: dict[str, Any] = {}
+    grads_out: dict[str, Any] = {}
+    actor, critic = state.actor_params, state.critic_params
     batch = _batch(inp)
-    t, u_t = jnp.asarray(inp["t"]), jnp.asarray(inp["u_t"])
+    t, u_t = inp["t"], inp["u_t"]
     lam = agent.temperature(state.step)
 
     out["rfm/velocity_net"] = agent.velocity_net.apply(actor, t, u_t, batch.obs, lam)
     out["rfm/critic_q"] = agent.critic_net.apply(critic, batch.obs, batch.action)
     out["rfm/critic_q_min"] = agent.q_min(critic, batch.obs, batch.action)
-    out["rfm/eval_action_best_of_n"] = agent.act(
-        state, jnp.asarray(inp["key_eval"]), batch.obs, "best-of-n"
-    )
-    key_next = jnp.asarray(inp["key_next"])
-    out["rfm/td_next_latent"] = agent._policy_latent(state, key_next, batch.next_obs, "boltzmann")[
-        0
-    ]
+    out["rfm/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+    key_next = inp["key_next"]
+    latent, _ = agent._policy_latent(state, key_next, batch.next_obs, "boltzmann")
+    out["rfm/td_next_latent"] = latent
     target, _ = agent._td_target(state, key_next, batch, lam)
     out["rfm/td_target"] = target
 
@@ -185,9 +199,9 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
             agent.critic_net, opt, critic, opt.init(critic), batch, target, per_critic=per_critic
         )
         out[f"rfm/critic_loss{tag}"] = metrics["critic_loss"][None]
-        out.update(flatten(opt_state[1], f"rfm.grad.critic{tag}"))
+        grads_out[f"critic{tag}"] = opt_state[1]
 
-    post = agent.posterior(critic, jnp.asarray(inp["key_post"]), batch.obs, u_t, t, lam)
+    post = agent.posterior(critic, inp["key_post"], batch.obs, u_t, t, lam)
     out["rfm/posterior_mu1"] = post.x1
     out["rfm/posterior_mu0"] = post.x0
     out["rfm/posterior_ess"] = post.ess
@@ -199,9 +213,8 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     )
     for tag, clip in (("", 0.0), ("_clipped", s["small_clip"])):
         out[f"rfm/actor_loss{tag}"] = loss[None]
-        clipped = recorded_grads(gradient_clipping(clip, "global"), grads)
-        out.update(flatten(clipped, f"rfm.grad.actor{tag}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+        grads_out[f"actor{tag}"] = recorded_grads(gradient_clipping(clip, "global"), grads)
+    return out, grads_out
 
 
 def run_sac(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
@@ -219,7 +232,7 @@ def run_sac(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     agent = make_agent("sac", cfg, s["obs_dim"], s["act_dim"])
     out: dict[str, np.ndarray] = {}
 
-    fresh = agent.init(jax.random.PRNGKey(s["seed"]))
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
     a = fresh.actor_params["params"]
     layers = sorted(a, key=lambda n: int(n.split("_")[1]))
     _init_fingerprint(
@@ -232,30 +245,36 @@ def run_sac(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     if cfg.actor_arch != "residual":  # no mapping onto a plain MLP: network quantities absent
         return {k: np.asarray(v) for k, v in out.items()}
 
-    actor = _tree(mapping.residual_mlp(unflatten(official, "sac.param.actor")))
-    critic = _tree(mapping.critic(unflatten(official, "sac.param.critic")))
-    target_critic = _tree(mapping.critic(unflatten(official, "sac.param.target")))
-    log_alpha = jnp.log(jnp.float32(s["alpha"]))
     state = fresh.replace(
-        actor_params=actor,
-        critic_params=critic,
-        target_critic_params=target_critic,
-        log_alpha=log_alpha,
+        actor_params=_tree(mapping.residual_mlp(unflatten(official, "sac.param.actor"))),
+        critic_params=_tree(mapping.critic(unflatten(official, "sac.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "sac.param.target"))),
+        log_alpha=jnp.log(jnp.float32(s["alpha"])),
     )
-    batch = _batch(inp)
+    values, grads = jax.jit(lambda st, x: _sac_quantities(agent, st, x))(state, _tree(inp))
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"sac.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
+    """Every sac quantity (one jitted program): ``(values, gradient trees)``."""
+    cfg = agent.config
+    out: dict[str, Any] = {}
+    actor, critic, log_alpha = state.actor_params, state.critic_params, state.log_alpha
+    batch = _batch(inp, "sac_")
     alpha = jnp.exp(log_alpha)
 
     out["sac/actor_net"] = agent.actor_net.apply(actor, batch.obs)
     out["sac/critic_q"] = agent.critic_net.apply(critic, batch.obs, batch.action)
-    out["sac/eval_action_mean"] = agent.act(
-        state, jnp.asarray(inp["key_eval"]), batch.obs, "best-of-n"
-    )
-    action, logp = agent.sample(actor, batch.obs, jnp.asarray(inp["key_sample"]))
+    out["sac/eval_action_mean"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+    action, logp = agent.sample(actor, batch.obs, inp["key_sample"])
     out["sac/sample_action"], out["sac/sample_log_prob"] = action, logp
-    out["sac/sample_action_wide_states"] = agent.sample(
-        actor, jnp.asarray(inp["wide_obs"]), jnp.asarray(inp["key_sample"])
-    )[0]
-    target = agent.td_target(state, batch, jnp.asarray(inp["key_next"]))
+    out["sac/sample_action_wide_states"] = agent.sample(actor, inp["wide_obs"], inp["key_sample"])[
+        0
+    ]
+    target = agent.td_target(state, batch, inp["key_next"])
     out["sac/td_target"] = target
 
     opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), recorder())
@@ -269,18 +288,15 @@ def run_sac(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         per_critic=cfg.critic_clip == "per-critic",
     )
     out["sac/critic_loss"] = metrics["critic_loss"][None]
-    out.update(flatten(opt_state[1], "sac.grad.critic"))
 
     (loss, logp_pi), grads = jax.value_and_grad(agent.actor_loss, has_aux=True)(
-        actor, critic, batch.obs, alpha, jnp.asarray(inp["key_actor"])
+        actor, critic, batch.obs, alpha, inp["key_actor"]
     )
     out["sac/actor_loss"], out["sac/actor_log_prob"] = loss[None], logp_pi
-    out.update(
-        flatten(recorded_grads(gradient_clipping(cfg.max_grad_norm), grads), "sac.grad.actor")
-    )
     alpha_loss, alpha_grad = jax.value_and_grad(agent.alpha_loss)(log_alpha, logp_pi)
     out["sac/alpha_loss"], out["sac/alpha_grad"] = alpha_loss[None], alpha_grad[None]
-    return {k: np.asarray(v) for k, v in out.items()}
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
 AGENTS = {"rfm": run_rfm, "sac": run_sac}

@@ -8,6 +8,12 @@ noisy points, the PRNG keys (raw uint32 key data) and the injected posterior noi
 ``official.npz`` and ``revflow.npz`` hold ``<agent>.param.<net>/<path>`` (the official side's
 initial parameters, which the revflow side maps onto its own networks) and ``<agent>/<quantity>``
 arrays: every quantity both sides compute, compared by ``check.py``.
+
+Conditioning. SAC's log-density carries the authors' tanh correction ``log(1 - a^2 + 1e-6)``;
+at a saturated action (|u| > ~6 in float32) one ulp of ``a = tanh(u)`` moves it by up to ~0.1,
+and the two XLA versions (and fused vs op-by-op code) differ in tanh's last ulp. SAC's inputs
+therefore use states scaled so that its samples stay well inside (-1, 1); a second, wider set
+of states drives some log-stds past the clip bound 2, and only the actions are compared there.
 """
 
 from __future__ import annotations
