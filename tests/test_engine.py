@@ -99,7 +99,8 @@ def test_smoke_run_outputs(tmp_path: Path) -> None:
     assert losses and all(np.isfinite(float(r["losses/critic_loss"])) for r in losses)
     assert float(losses[-1]["charts/updates"]) == 400  # UTD 1 after 200 warm-up steps
     evals = read_csv(run / "eval.csv")
-    assert [int(r["step"]) for r in evals] == [300, 600]
+    # eval_at_start (default, the authors' rule): also one evaluation before any update.
+    assert [int(r["step"]) for r in evals] == [0, 300, 600]
     assert list(run.glob("events.out.tfevents.*"))
 
     # Periodic checkpoints at episode ends plus the final one.
@@ -160,6 +161,7 @@ def test_metric_names_documented() -> None:
         ("updates_per_call", 3),  # not a multiple of utd=2 below
         ("eval_mode", "greedy"),
         ("eval_episodes", 0),
+        ("eval_seeds", "random"),
         ("buffer_size", 0),
         ("batch_size", 0),
         ("log_every", 0),

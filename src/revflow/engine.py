@@ -118,10 +118,16 @@ class TrainConfig:
     buffer_size: int | None = None
     #: Evaluate every this many env steps (0: never, except no final evaluation either).
     eval_every: int = 10_000
-    #: Episodes per evaluation (run in a vectorised environment).
-    eval_episodes: int = 10
+    #: Episodes per evaluation (run in a vectorised environment); 25 as in the authors' code.
+    eval_episodes: int = 25
     #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
     eval_mode: str = "best-of-n"
+    #: Seeds of evaluation episodes: "fixed" (env seeds 0..eval_episodes-1 and policy key 0 at
+    #: every evaluation, the authors' rule) or "varying" (new seeds per evaluation, derived
+    #: from ``seed`` and the env step).
+    eval_seeds: str = "fixed"
+    #: Also evaluate at env step 0, before any update (the authors' code does).
+    eval_at_start: bool = True
     #: Write a checkpoint at the first episode end after this many more env steps (0: only
     #: the final checkpoint).
     checkpoint_every: int = 50_000
@@ -173,6 +179,9 @@ def validate_loop_options(cfg: Any) -> None:
     require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
     require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
     require(cfg.eval_mode in ACT_MODES, "eval_mode", cfg.eval_mode, f"must be one of {ACT_MODES}")
+    require(
+        cfg.eval_seeds in EVAL_SEEDS, "eval_seeds", cfg.eval_seeds, f"must be one of {EVAL_SEEDS}"
+    )
     require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, ">= 0")
     require(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, ">= 1")
     require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
@@ -340,6 +349,8 @@ def _to_batch(sample: dict[str, np.ndarray], gamma: float) -> Batch:
 # --------------------------------------------------------------------------------------------
 
 _MAX_EVAL_ENVS = 16
+#: ``TrainConfig.eval_seeds``: the authors' fixed seeds, or seeds new at every evaluation.
+EVAL_SEEDS: tuple[str, ...] = ("fixed", "varying")
 
 
 def evaluate(
@@ -575,6 +586,8 @@ class _Trainer:
         counts = [0]
         next_log = (n.env_steps // cfg.log_every + 1) * cfg.log_every
         next_eval = (n.env_steps // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else 0
+        if cfg.eval_every and cfg.eval_at_start and n.env_steps == 0:
+            self.evaluate(logger)
         t_log, steps_log = time.perf_counter(), n.env_steps
         while n.env_steps < cfg.steps:
             obs, _ = self.env.reset(seed=_episode_seed(cfg.seed, n.episodes))
@@ -653,7 +666,10 @@ class _Trainer:
         tmp.replace(self.run_dir / RESULT_FILE)
 
     def evaluate(self, logger: RunLogger) -> None:
-        eval_seed = _episode_seed(self.cfg.seed + 7919, self.n.env_steps) % (2**30)
+        if self.cfg.eval_seeds == "fixed":
+            eval_seed = 0
+        else:
+            eval_seed = _episode_seed(self.cfg.seed + 7919, self.n.env_steps) % (2**30)
         mean, std, _ = evaluate(
             self.agent,
             self.state,
