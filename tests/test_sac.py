@@ -84,6 +84,32 @@ def test_squashed_gaussian_log_prob_matches_change_of_variables() -> None:
     np.testing.assert_allclose(np.asarray(logp), expected.sum(-1), rtol=1e-4, atol=1e-4)
 
 
+def test_squashed_gaussian_epsilon_correction() -> None:
+    """log_det_eps > 0: the tanh correction is log(1 - a^2 + eps) (the authors' / CleanRL's)."""
+    mean = jnp.array([[0.3, -1.2], [2.0, 0.0]], jnp.float32)
+    log_std = jnp.array([[-0.5, 0.2], [0.1, -2.0]], jnp.float32)
+    key = jax.random.PRNGKey(3)
+    action, logp = _squashed_gaussian(mean, log_std, key, 1e-6)
+    eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
+    a = np.asarray(action, np.float64)
+    expected = (
+        -0.5 * eps**2 - np.asarray(log_std) - 0.5 * np.log(2 * np.pi) - np.log(1 - a**2 + 1e-6)
+    )
+    np.testing.assert_allclose(np.asarray(logp), expected.sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_log_std_bounds_clip_or_tanh() -> None:
+    obs = 50.0 * _batch().obs  # drives raw log-stds far outside [-20, 2]
+    for preset, (lo, hi) in (("reference", (-20.0, 2.0)), ("standard", (-5.0, 2.0))):
+        agent = make_agent("sac", make_config("sac", preset), OBS, ACT)
+        state = agent.init(jax.random.PRNGKey(0))
+        _, log_std = agent._dist(state.actor_params, obs)
+        assert float(log_std.min()) >= lo and float(log_std.max()) <= hi
+    clip = make_agent("sac", make_config("sac", "reference"), OBS, ACT)
+    _, log_std = clip._dist(clip.init(jax.random.PRNGKey(0)).actor_params, obs)
+    assert float(log_std.max()) == 2.0  # a hard clip reaches the bound
+
+
 def test_act_modes() -> None:
     agent = make_agent("sac", make_config("sac", "fast"), OBS, ACT)
     state = agent.init(jax.random.PRNGKey(0))
