@@ -4,6 +4,7 @@ rfm and sac defaults stay equal to the authors' on every compared quantity."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,3 +75,43 @@ def test_relative_difference_and_table() -> None:
     rows = [check.Row("rfm", "a", 1e-7, 1e-5), check.Row("rfm", "b", float("nan"), 1e-5)]
     text = check.table(rows)
     assert "missing" in text and text.splitlines()[-1] == "fidelity: 1 of 2 quantities match"
+
+
+def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
+    """learning.py: the plan (2 implementations x 2 agents x 2 tasks x 3 seeds), commands
+    that set the same values on both sides, finished runs skipped, and the authors'
+    metrics.jsonl converted into a run that revflow's report reads."""
+    import learning
+
+    from revflow.report import load_run
+
+    official = tmp_path / "official"
+    (official / "configs").mkdir(parents=True)
+    (official / "main.py").write_text("")
+    (official / "configs" / "rfm.yaml").write_text("")
+    results = tmp_path / "results"
+    argv = ["--official", str(official), "--official-python", "py", "--results", str(results)]
+    assert learning.main([*argv, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "0 of 24 runs done; 24 to go" and len(lines) == 25
+    rfm_authors = next(x for x in lines if "algo=rfm" in x)
+    assert "--config" in rfm_authors and "rfm.num_particles_training=8" in rfm_authors
+    assert "logger.wandb_project=none" in rfm_authors and "trainer.num_eval_envs=25" in rfm_authors
+    sac_authors = next(x for x in lines if "algo=sac" in x)
+    assert "--config" not in sac_authors  # their run.sh: baselines without a config file
+    rfm_revflow = next(x for x in lines if "--algo rfm" in x)
+    assert "--agent.num-particles 8" in rfm_revflow and "--eval-episodes 25" in rfm_revflow
+
+    run = learning.Run("authors", "rfm", "dmc:cartpole-swingup", 0)
+    logs = tmp_path / "logs" / "x"
+    logs.mkdir(parents=True)
+    records = [{"step": s, "episode_reward": 10.0 + s / 100} for s in (0, 2500, 5000)]
+    (logs / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [{"step": 1000, "q_loss": 1.0}, *records]) + "\n"
+    )
+    loaded, _ = load_run(learning.convert_official(run, tmp_path / "logs", results))
+    assert loaded.label == "rfm-authors" and loaded.complete
+    np.testing.assert_array_equal(loaded.steps, [0, 2500, 5000])
+    np.testing.assert_allclose(loaded.returns, [10.0, 35.0, 60.0])
+    assert learning.main([*argv, "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "1 of 24 runs done; 23 to go"
