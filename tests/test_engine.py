@@ -371,3 +371,21 @@ def test_sac_learns_pendulum(tmp_path: Path) -> None:
     trained = evaluate(agent, state, ENV, 10, "best-of-n", 99)[0]
     assert untrained < -700, untrained
     assert trained > -450, trained
+
+
+@pytest.mark.parametrize("algo", ["rfm", "sac"])
+def test_configs_saved_before_new_fields_load_with_the_earlier_behaviour(algo: str) -> None:
+    """A config.json written before rfm's / sac's authors' defaults (the CPU suite's) lacks
+    their new fields; it loads with the values those runs had (LEGACY_DEFAULTS), and the
+    evaluation rule of the time (varying seeds, no step-0 evaluation)."""
+    root = Path(__file__).resolve().parents[1]
+    path = root / f"benchmarks/results/cpu_suite/dmc_cartpole-swingup/{algo}/seed0/config.json"
+    saved = json.loads(path.read_text())
+    assert "network_init" not in saved["agent"] and "eval_seeds" not in saved["train"]
+    cfg, agent_cfg = engine.configs_from_dict(saved)
+    assert (cfg.eval_seeds, cfg.eval_at_start) == ("varying", False)
+    assert (agent_cfg.network_init, agent_cfg.critic_clip) == ("lecun", "global")
+    if algo == "sac":
+        assert (agent_cfg.actor_arch, agent_cfg.alpha_loss) == ("mlp", "log-alpha")
+    else:
+        assert (agent_cfg.embedding, agent_cfg.actor_loss_reduction) == ("cos-sin-1e4", "sum")

@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -90,6 +90,10 @@ class ConfigMismatchError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Options of the training engine (the agent's hyperparameters live in its own config)."""
+
+    #: Values of fields that configs saved before those fields existed lack (the rule those
+    #: runs followed), used when such a run is loaded or resumed.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"eval_seeds": "varying", "eval_at_start": False}
 
     #: Registered algorithm name (``revflow.agents.registry.available()``).
     algo: str = "rfm"
@@ -252,12 +256,13 @@ def configs_from_dict(
     unknown = sorted(set(d[section]) - {f.name for f in dataclasses.fields(run_cls)})
     if unknown:
         raise ConfigMismatchError(f"{where}saved {section} config has unknown fields {unknown}")
-    cfg = run_cls(**d[section])
+    cfg = run_cls(**{**getattr(run_cls, "LEGACY_DEFAULTS", {}), **d[section]})
     cls = get_agent_class(cfg.algo).Config
     unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ConfigMismatchError(f"{where}saved {cls.__name__} has unknown fields {unknown}")
-    agent_cfg = cls(**{k: _tuplify(v) for k, v in d["agent"].items()})
+    saved = {**cls.LEGACY_DEFAULTS, **d["agent"]}
+    agent_cfg = cls(**{k: _tuplify(v) for k, v in saved.items()})
     agent_cfg.validate()
     cfg.validate()
     return cfg, agent_cfg

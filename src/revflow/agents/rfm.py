@@ -96,6 +96,9 @@ class RFMConfig(PosteriorTargetConfig):
         },
     }
 
+    # Runs saved before the four fields below existed had revflow's earlier variant.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = PRESETS["revflow"]
+
     #: Kernel initialisation of the velocity net and the critics: orthogonal | lecun.
     network_init: str = "orthogonal"
     #: Sinusoidal embedding style of t and lam: sin-cos-1e3 | cos-sin-1e4.

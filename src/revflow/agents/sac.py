@@ -135,6 +135,15 @@ class SACConfig(AgentConfig):
             "critic_clip": "global",
         },
     }
+    # Runs saved before the last six fields existed had revflow's earlier SAC.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "log_std_bound": "tanh",
+        "actor_arch": "mlp",
+        "network_init": "lecun",
+        "alpha_loss": "log-alpha",
+        "log_det_eps": 0.0,
+        "critic_clip": "global",
+    }
 
     def validate(self) -> None:
         super().validate()
