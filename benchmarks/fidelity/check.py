@@ -12,7 +12,9 @@ function agrees to a few float32 ulps per operation: 1e-5 for network outputs an
 direct functions; 1e-4 for quantities behind a chain of exponentials or an integration
 (posterior weights softmax(Q/lam) amplify rounding of Q by 1/lam, flow samples accumulate
 over steps, gradients sum over the batch). A departure of the algorithm (a factor, a
-different rule or initialisation) shows as a difference of order 1e-2 or more.
+different rule or initialisation) shows as a difference of order 1e-2 or more. Published
+defaults (``default/<name>``: learning rates, sizes, clipping, evaluation episodes, ...) must
+be equal (tolerance 0).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def compare(official: dict, revflow: dict, agents: tuple[str, ...] = ("rfm", "sa
             diff = (
                 relative_difference(revflow[key], official[key]) if key in revflow else float("nan")
             )
-            rows.append(Row(agent, name, diff, LOOSE if name in LOOSE_QUANTITIES else TIGHT))
+            tol = 0.0 if name.startswith("default/") else TIGHT
+            rows.append(Row(agent, name, diff, LOOSE if name in LOOSE_QUANTITIES else tol))
         tags = sorted(
             {
                 k.split("/", 1)[0][len(agent) + len(".grad.") :]

@@ -27,7 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from spec import SIZES, flatten  # noqa: E402
+from spec import HYPERPARAMETERS, SIZES, flatten  # noqa: E402
 
 
 def recorder():
@@ -331,6 +331,28 @@ def run_sac(inp: dict, out: dict) -> None:
     out["sac/alpha_grad"] = np.asarray(agent.alpha_opt_state)[None]
 
 
+def published_defaults(official: Path, agent: str, out: dict) -> None:
+    """``<agent>/default/<name>`` for :data:`spec.HYPERPARAMETERS` from their config files."""
+    import yaml
+
+    def merge(base: dict, over: dict) -> dict:
+        merged = dict(base)
+        for key, value in over.items():
+            is_dict = isinstance(value, dict) and isinstance(base.get(key), dict)
+            merged[key] = merge(base[key], value) if is_dict else value
+        return merged
+
+    config = yaml.safe_load((official / "configs" / "default.yaml").read_text())
+    overlay = official / "configs" / f"{agent}.yaml"  # run.sh: --config only if it exists
+    if overlay.is_file():
+        config = merge(config, yaml.safe_load(overlay.read_text()) or {})
+    for name, path in HYPERPARAMETERS[agent].items():
+        value = config
+        for part in path.split("."):
+            value = value[part]
+        out[f"{agent}/default/{name}"] = np.array([0.0 if value is None else float(value)])
+
+
 AGENTS = {"rfm": run_rfm, "sac": run_sac}
 
 
@@ -350,6 +372,7 @@ def main() -> None:
     out: dict = {"jax_version": np.array(jax.__version__)}
     for name in args.agents.split(","):
         AGENTS[name](inp, out)
+        published_defaults(Path(args.official), name, out)
     np.savez_compressed(args.out, **out)
 
 

@@ -28,6 +28,7 @@ from spec import SIZES, flatten, unflatten
 from revflow.agents.base import Batch
 from revflow.agents.common import critic_td_step, gradient_clipping
 from revflow.agents.registry import make_agent, make_config
+from revflow.engine import TrainConfig
 
 
 def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
@@ -299,6 +300,61 @@ def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
     return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
+def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
+    """``<agent>/default/<name>``: revflow's defaults under the names of
+    :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
+    c, t = make_config(agent, preset), TrainConfig()
+    common = {
+        "batch_size": c.batch_size,
+        "gamma": c.gamma,
+        "tau": c.tau,
+        "critic_lr": c.critic_lr,
+        "actor_lr": c.actor_lr,
+        "actor_max_grad_norm": c.max_grad_norm,
+        "critic_max_grad_norm": c.max_grad_norm,
+        "num_critics": c.num_critics,
+        "critic_width": c.critic_hidden[0] if len(set(c.critic_hidden)) == 1 else -1,
+        "critic_layers": len(c.critic_hidden),
+        "reward_scale": getattr(c, "reward_scale", 1.0),
+        "warmup_steps": t.warmup_steps,
+        "updates_per_step": t.utd,
+        "eval_episodes": t.eval_episodes,
+        "eval_every": t.eval_every,
+        "steps": t.steps,
+    }
+    if agent == "rfm":
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "lam": c.lam,
+            "lam_end": c.lam if c.lam_end is None else c.lam_end,
+            "num_flow_steps": c.num_flow_steps,
+            "num_reverse_samples": c.num_reverse_samples,
+            "num_particles_train": c.num_particles,
+            "num_particles_explore": c.num_particles,
+            "num_particles_eval": c.num_particles,
+            # their sampler and training times run over [t_min, 1 - t_min]
+            "t_min": c.t_min if abs(c.t_max - (1.0 - c.t_min)) < 1e-12 else -1,
+            "cv_ridge": c.cv_ridge,
+            "cv_clip": c.cv_clip,
+            "optimal_control_variate": c.control_variate == "optimal",
+            "policy_endpoints": c.endpoint_source == "policy",
+        }
+    else:
+        residual = c.actor_arch == "residual"
+        values = {
+            **common,
+            "alpha_lr": c.alpha_lr,
+            "actor_width": c.actor_hidden[0] if residual else -1,
+            "actor_blocks": len(c.actor_hidden) if residual else -1,
+            "log_std_min": c.log_std_min,
+            "log_std_max": c.log_std_max,
+        }
+    return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
+
+
 AGENTS = {"rfm": run_rfm, "sac": run_sac}
 
 
@@ -309,4 +365,5 @@ def run(
     out: dict[str, np.ndarray] = {}
     for name in agents:
         out.update(AGENTS[name](inp, official, preset))
+        out.update(published_defaults(name, preset))
     return out

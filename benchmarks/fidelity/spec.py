@@ -75,3 +75,66 @@ def unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = np.asarray(value)
     return tree
+
+
+#: Published defaults compared by name: ``name -> path in the authors' config`` (rfm:
+#: ``configs/default.yaml`` overlaid by ``configs/rfm.yaml``, as their ``run.sh`` runs it; sac:
+#: ``configs/default.yaml`` alone). null (no clipping) reads as 0; booleans as 0 / 1.
+HYPERPARAMETERS: dict[str, dict[str, str]] = {
+    "rfm": {
+        "batch_size": "trainer.batch_size",
+        "gamma": "critic.discount",
+        "tau": "critic.tau",
+        "critic_lr": "critic.lr",
+        "actor_lr": "actor.lr",
+        "actor_max_grad_norm": "actor.max_grad_norm",
+        "critic_max_grad_norm": "critic.max_grad_norm",
+        "num_critics": "critic.num_q",
+        "critic_width": "critic.hidden_size",
+        "critic_layers": "critic.hidden_layers",
+        "actor_width": "actor.hidden_size",
+        "actor_blocks": "actor.hidden_layers",
+        "embed_dim": "actor.emb_size",
+        "lam": "rfm.init_temperature",
+        "lam_end": "rfm.final_temperature",
+        "num_flow_steps": "rfm.num_integration_steps",
+        "num_reverse_samples": "rfm.num_estimator_mc_samples",
+        "num_particles_train": "rfm.num_particles_training",
+        "num_particles_explore": "rfm.num_particles_data",
+        "num_particles_eval": "rfm.num_particles_eval",
+        "t_min": "rfm.t_min",
+        "cv_ridge": "rfm.cv_ridge",
+        "cv_clip": "rfm.cv_clip",
+        "optimal_control_variate": "rfm.cv_weight_autotune",
+        "policy_endpoints": "rfm.rfm_on_policy",
+        "reward_scale": "trainer.reward_scale",
+        "warmup_steps": "trainer.start_training",
+        "updates_per_step": "trainer.updates_per_step",
+        "eval_episodes": "trainer.num_eval_envs",
+        "eval_every": "trainer.eval_interval",
+        "steps": "trainer.max_steps",
+    },
+    "sac": {
+        "batch_size": "trainer.batch_size",
+        "gamma": "critic.discount",
+        "tau": "critic.tau",
+        "critic_lr": "critic.lr",
+        "actor_lr": "actor.lr",
+        "alpha_lr": "sac.alpha_lr",
+        "actor_max_grad_norm": "actor.max_grad_norm",
+        "critic_max_grad_norm": "critic.max_grad_norm",
+        "num_critics": "critic.num_q",
+        "critic_width": "critic.hidden_size",
+        "critic_layers": "critic.hidden_layers",
+        "actor_width": "actor.hidden_size",
+        "actor_blocks": "actor.hidden_layers",
+        "log_std_min": "sac.log_std_min",
+        "log_std_max": "sac.log_std_max",
+        "reward_scale": "trainer.reward_scale",
+        "warmup_steps": "trainer.start_training",
+        "updates_per_step": "trainer.updates_per_step",
+        "eval_episodes": "trainer.num_eval_envs",
+        "eval_every": "trainer.eval_interval",
+        "steps": "trainer.max_steps",
+    },
+}
