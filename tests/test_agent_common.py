@@ -1,11 +1,16 @@
 """The update pieces every agent shares (revflow.agents.common), against hand computation."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import struct
 
+from revflow.agents import common
+from revflow.agents.base import Batch
 from revflow.agents.common import advance, gradient_step
+from revflow.networks import Critic
 
 
 def test_gradient_step_matches_hand_sgd_with_and_without_aux():
@@ -49,3 +54,34 @@ def test_advance_moves_targets_by_polyak_and_counts_the_step():
     assert float(new.target_critic_params) == 0.1 * 20.0 + 0.9 * 10.0
     assert float(new.critic_params) == 20.0 and float(new.critic_opt) == 5.0
     assert int(new.step) == 8 and float(new.log_alpha) == -1.0
+
+
+def test_clip_by_member_norm_clips_each_member_alone():
+    """Member 0 (norm 5) is scaled to norm 1; member 1 (norm 0.5) is left as it is."""
+    grads = {"w": jnp.array([[3.0, 0.0], [0.3, 0.0]]), "b": jnp.array([[4.0], [0.4]])}
+    clip = common.clip_by_member_norm(1.0)
+    out, _ = clip.update(grads, clip.init(grads))
+    np.testing.assert_allclose(out["w"], [[0.6, 0.0], [0.3, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(out["b"], [[0.8], [0.4]], rtol=1e-6)
+    assert common.gradient_clipping(0.0, "per-critic") is not None
+    with pytest.raises(ValueError, match="clip scope"):
+        common.gradient_clipping(1.0, "each")
+
+
+def test_critic_td_step_per_critic_gradient_is_each_critics_own():
+    """per_critic: critic k's gradient is that of its own mean squared TD error, i.e. the
+    ensemble-mean loss's gradient times the ensemble size; the reported loss is the same."""
+    net = Critic(num_critics=2, hidden=(8,))
+    rng = np.random.default_rng(0)
+    f = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+    batch = Batch(f(6, 3), f(6, 2), f(6), f(6, 3), jnp.full((6,), 0.99))
+    params = net.init(jax.random.PRNGKey(0), batch.obs, batch.action)
+    sgd = optax.sgd(1.0)
+    target = f(6)
+    joint = common.critic_td_step(net, sgd, params, sgd.init(params), batch, target)
+    own = common.critic_td_step(net, sgd, params, sgd.init(params), batch, target, per_critic=True)
+    step_joint = jax.tree.map(lambda a, b: b - a, joint[0], params)
+    step_own = jax.tree.map(lambda a, b: b - a, own[0], params)
+    for a, b in zip(jax.tree.leaves(step_joint), jax.tree.leaves(step_own), strict=True):
+        np.testing.assert_allclose(2.0 * a, b, rtol=1e-5, atol=1e-7)
+    assert float(joint[2]["critic_loss"]) == pytest.approx(float(own[2]["critic_loss"]))

@@ -99,7 +99,8 @@ def test_smoke_run_outputs(tmp_path: Path) -> None:
     assert losses and all(np.isfinite(float(r["losses/critic_loss"])) for r in losses)
     assert float(losses[-1]["charts/updates"]) == 400  # UTD 1 after 200 warm-up steps
     evals = read_csv(run / "eval.csv")
-    assert [int(r["step"]) for r in evals] == [300, 600]
+    # eval_at_start (default, the authors' rule): also one evaluation before any update.
+    assert [int(r["step"]) for r in evals] == [0, 300, 600]
     assert list(run.glob("events.out.tfevents.*"))
 
     # Periodic checkpoints at episode ends plus the final one.
@@ -160,6 +161,7 @@ def test_metric_names_documented() -> None:
         ("updates_per_call", 3),  # not a multiple of utd=2 below
         ("eval_mode", "greedy"),
         ("eval_episodes", 0),
+        ("eval_seeds", "random"),
         ("buffer_size", 0),
         ("batch_size", 0),
         ("log_every", 0),
@@ -369,3 +371,21 @@ def test_sac_learns_pendulum(tmp_path: Path) -> None:
     trained = evaluate(agent, state, ENV, 10, "best-of-n", 99)[0]
     assert untrained < -700, untrained
     assert trained > -450, trained
+
+
+@pytest.mark.parametrize("algo", ["rfm", "sac"])
+def test_configs_saved_before_new_fields_load_with_the_earlier_behaviour(algo: str) -> None:
+    """A config.json written before rfm's / sac's authors' defaults (the CPU suite's) lacks
+    their new fields; it loads with the values those runs had (LEGACY_DEFAULTS), and the
+    evaluation rule of the time (varying seeds, no step-0 evaluation)."""
+    root = Path(__file__).resolve().parents[1]
+    path = root / f"benchmarks/results/cpu_suite/dmc_cartpole-swingup/{algo}/seed0/config.json"
+    saved = json.loads(path.read_text())
+    assert "network_init" not in saved["agent"] and "eval_seeds" not in saved["train"]
+    cfg, agent_cfg = engine.configs_from_dict(saved)
+    assert (cfg.eval_seeds, cfg.eval_at_start) == ("varying", False)
+    assert (agent_cfg.network_init, agent_cfg.critic_clip) == ("lecun", "global")
+    if algo == "sac":
+        assert (agent_cfg.actor_arch, agent_cfg.alpha_loss) == ("mlp", "log-alpha")
+    else:
+        assert (agent_cfg.embedding, agent_cfg.actor_loss_reduction) == ("cos-sin-1e4", "sum")

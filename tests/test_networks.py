@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from revflow.networks import MLP, Critic, DenoiserNet, VelocityNet, sinusoidal_embedding
+from revflow.networks import (
+    EMBEDDINGS,
+    MLP,
+    Critic,
+    DenoiserNet,
+    ResidualMLP,
+    VelocityNet,
+    sinusoidal_embedding,
+)
 
 KEY = jax.random.key(0)
 RNG = np.random.default_rng(0)
@@ -48,6 +56,56 @@ def test_sinusoidal_embedding_odd_dim_and_errors():
     np.testing.assert_array_equal(emb[:, -1], 0.0)
     with pytest.raises(ValueError, match="dim=1"):
         sinusoidal_embedding(1.0, dim=1)
+
+
+def test_sinusoidal_embedding_sin_first_endpoint_style():
+    """The "sin-cos-1e3" style: [sin, cos] with frequencies 1000^(-k / (half - 1))."""
+    x = jnp.array([0.0, 0.3, 2.0])
+    emb = sinusoidal_embedding(x, dim=8, **EMBEDDINGS["sin-cos-1e3"])
+    freqs = 1000.0 ** (-np.arange(4) / 3)
+    args = np.asarray(x)[:, None] * freqs
+    np.testing.assert_allclose(emb, np.concatenate([np.sin(args), np.cos(args)], -1), atol=1e-6)
+    with pytest.raises(ValueError, match="dim=2"):
+        sinusoidal_embedding(1.0, dim=2, endpoint=True)
+
+
+def _singular_values(kernel) -> np.ndarray:
+    return np.linalg.svd(np.asarray(kernel), compute_uv=False)
+
+
+def test_orthogonal_init_every_kernel_and_the_joint_first_layer():
+    """kernel_init="orthogonal": every kernel has all singular values sqrt 2 (gain sqrt 2),
+    the first layer as ONE matrix over [cond; x; emb(t); emb(lam)]; biases are zero."""
+    # 5 + 3 + 16 + 8 = 32 input rows > hidden 16: the first kernel has orthonormal columns
+    net = VelocityNet(
+        out_dim=3, hidden=16, time_embed_dim=16, temp_embed_dim=8, kernel_init="orthogonal"
+    )
+    p = net.init(KEY, 0.3, _normal(2, 3), _normal(2, 5), 0.02)["params"]
+    first = jnp.concatenate([p[n]["kernel"] for n in ("cond_proj", "x_proj", "t_proj", "lam_proj")])
+    for kernel in (first, p["blocks_0"]["kernel"], p["out"]["kernel"]):
+        np.testing.assert_allclose(_singular_values(kernel), np.sqrt(2.0), rtol=1e-5)
+    assert float(jnp.abs(p["x_proj"]["bias"]).max()) == 0.0
+    # so a part alone (some of its rows) is not: the parts are blocks of one matrix
+    assert not np.allclose(_singular_values(p["x_proj"]["kernel"]), np.sqrt(2.0), rtol=1e-3)
+    critic = Critic(hidden=(16, 16), kernel_init="orthogonal")
+    cp = critic.init(KEY, _normal(1, 5), _normal(1, 3))["params"]["ensemble"]
+    for layer in cp.values():
+        for k in range(2):
+            np.testing.assert_allclose(_singular_values(layer["kernel"][k]), np.sqrt(2), rtol=1e-5)
+    res = ResidualMLP(out_dim=4, hidden=16, num_blocks=2)
+    rp = res.init(KEY, _normal(1, 5))["params"]
+    assert sorted(rp) == ["Dense_0", "Dense_1", "Dense_2", "Dense_3"]
+    for layer in rp.values():
+        np.testing.assert_allclose(_singular_values(layer["kernel"]), np.sqrt(2), rtol=1e-5)
+
+
+def test_init_and_embedding_names_are_checked():
+    with pytest.raises(ValueError, match="kernel_init"):
+        VelocityNet(out_dim=2, kernel_init="xavier").init(KEY, 0.5, jnp.zeros((1, 2)), None, 0.1)
+    with pytest.raises(ValueError, match="embedding"):
+        VelocityNet(out_dim=2, embedding="fourier").init(KEY, 0.5, jnp.zeros((1, 2)), None, 0.1)
+    with pytest.raises(ValueError, match="kernel_init"):
+        MLP(out_dim=1, kernel_init="xavier").init(KEY, jnp.zeros((1, 2)))
 
 
 # ----------------------------------------------------------------------------- VelocityNet

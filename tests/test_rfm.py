@@ -52,6 +52,34 @@ def test_reference_defaults_match_method_note():
         10.0,
     )
     assert (c.t_min, c.t_max, c.batch_size) == (0.01, 0.99, 256)
+    # The authors' code (benchmarks/fidelity checks these against it).
+    assert (c.network_init, c.embedding, c.actor_loss_reduction, c.critic_clip) == (
+        "orthogonal",
+        "sin-cos-1e3",
+        "mean",
+        "per-critic",
+    )
+    old = RFMConfig.from_preset("revflow")
+    assert (old.network_init, old.embedding, old.actor_loss_reduction, old.critic_clip) == (
+        "lecun",
+        "cos-sin-1e4",
+        "sum",
+        "global",
+    )
+
+
+def test_actor_loss_reduction_mean_is_sum_over_dims():
+    """The mean over action dims is the summed squared error divided by act_dim."""
+    mean_agent, sum_agent = _agent(), _agent(actor_loss_reduction="sum")
+    state = mean_agent.init(jax.random.PRNGKey(0))
+    batch = _batch()
+    lam = mean_agent.temperature(state.step)
+    t, u_t = mean_agent.noisy_points(jax.random.PRNGKey(1), jax.random.PRNGKey(2), batch.action)
+    post = mean_agent.posterior(state.critic_params, jax.random.PRNGKey(3), batch.obs, u_t, t, lam)
+    args = (state.actor_params, batch.obs, t, u_t, post, lam)
+    np.testing.assert_allclose(
+        float(sum_agent.actor_loss(*args)), ACT * float(mean_agent.actor_loss(*args)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(

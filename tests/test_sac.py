@@ -84,6 +84,32 @@ def test_squashed_gaussian_log_prob_matches_change_of_variables() -> None:
     np.testing.assert_allclose(np.asarray(logp), expected.sum(-1), rtol=1e-4, atol=1e-4)
 
 
+def test_squashed_gaussian_epsilon_correction() -> None:
+    """log_det_eps > 0: the tanh correction is log(1 - a^2 + eps) (the authors' / CleanRL's)."""
+    mean = jnp.array([[0.3, -1.2], [2.0, 0.0]], jnp.float32)
+    log_std = jnp.array([[-0.5, 0.2], [0.1, -2.0]], jnp.float32)
+    key = jax.random.PRNGKey(3)
+    action, logp = _squashed_gaussian(mean, log_std, key, 1e-6)
+    eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
+    a = np.asarray(action, np.float64)
+    expected = (
+        -0.5 * eps**2 - np.asarray(log_std) - 0.5 * np.log(2 * np.pi) - np.log(1 - a**2 + 1e-6)
+    )
+    np.testing.assert_allclose(np.asarray(logp), expected.sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_log_std_bounds_clip_or_tanh() -> None:
+    obs = 50.0 * _batch().obs  # drives raw log-stds far outside [-20, 2]
+    for preset, (lo, hi) in (("reference", (-20.0, 2.0)), ("standard", (-5.0, 2.0))):
+        agent = make_agent("sac", make_config("sac", preset), OBS, ACT)
+        state = agent.init(jax.random.PRNGKey(0))
+        _, log_std = agent._dist(state.actor_params, obs)
+        assert float(log_std.min()) >= lo and float(log_std.max()) <= hi
+    clip = make_agent("sac", make_config("sac", "reference"), OBS, ACT)
+    _, log_std = clip._dist(clip.init(jax.random.PRNGKey(0)).actor_params, obs)
+    assert float(log_std.max()) == 2.0  # a hard clip reaches the bound
+
+
 def test_act_modes() -> None:
     agent = make_agent("sac", make_config("sac", "fast"), OBS, ACT)
     state = agent.init(jax.random.PRNGKey(0))
@@ -101,14 +127,42 @@ def test_act_modes() -> None:
 
 def test_presets_and_defaults() -> None:
     ref = SACConfig.from_preset("reference")
+    # The authors' SAC (configs/default.yaml, src/agent/sac.py).
     assert (ref.actor_lr, ref.critic_lr, ref.batch_size, ref.gamma, ref.tau) == (
         3e-4,
-        3e-4,
+        1e-3,
         256,
         0.99,
         0.005,
     )
     assert ref.actor_hidden == (256, 256)
+    assert (ref.max_grad_norm, ref.log_std_min, ref.log_std_max, ref.log_std_bound) == (
+        0.0,
+        -20.0,
+        2.0,
+        "clip",
+    )
+    assert (ref.actor_arch, ref.network_init, ref.alpha_loss, ref.critic_clip) == (
+        "residual",
+        "orthogonal",
+        "alpha",
+        "per-critic",
+    )
+    std = SACConfig.from_preset("standard")  # CleanRL's sac_continuous_action.py
+    assert (std.critic_lr, std.alpha_lr, std.log_std_min, std.log_std_bound) == (
+        1e-3,
+        1e-3,
+        -5.0,
+        "tanh",
+    )
+    assert (std.actor_arch, std.max_grad_norm) == ("mlp", 0.0)
+    old = SACConfig.from_preset("revflow")
+    assert (old.critic_lr, old.max_grad_norm, old.alpha_loss, old.log_det_eps) == (
+        3e-4,
+        10.0,
+        "log-alpha",
+        0.0,
+    )
     assert SACConfig.from_preset("fast").critic_hidden == (128, 128)
     agent = make_agent("sac", ref, OBS, 3)
     assert agent.target_entropy == -3.0
@@ -130,6 +184,13 @@ def test_presets_and_defaults() -> None:
         ({"init_alpha": 0.0}, "init_alpha"),
         ({"target_entropy": float("inf")}, "target_entropy"),
         ({"log_std_min": 3.0}, "log_std_min"),
+        ({"log_std_bound": "soft"}, "log_std_bound"),
+        ({"actor_arch": "cnn"}, "actor_arch"),
+        ({"actor_hidden": (64, 32)}, "actor_hidden"),
+        ({"network_init": "xavier"}, "network_init"),
+        ({"alpha_loss": "alpha2"}, "alpha_loss"),
+        ({"critic_clip": "each"}, "critic_clip"),
+        ({"log_det_eps": -1e-6}, "log_det_eps"),
         ({"no_such_field": 1}, "unknown config field"),
     ],
 )

@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +91,10 @@ class ConfigMismatchError(ValueError):
 class TrainConfig:
     """Options of the training engine (the agent's hyperparameters live in its own config)."""
 
+    #: Values of fields that configs saved before those fields existed lack (the rule those
+    #: runs followed), used when such a run is loaded or resumed.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"eval_seeds": "varying", "eval_at_start": False}
+
     #: Registered algorithm name (``revflow.agents.registry.available()``).
     algo: str = "rfm"
     #: Name of this run's variant in its run directory and in reports (None: ``algo``);
@@ -119,10 +123,16 @@ class TrainConfig:
     buffer_size: int | None = None
     #: Evaluate every this many env steps (0: never, except no final evaluation either).
     eval_every: int = 10_000
-    #: Episodes per evaluation (run in a vectorised environment).
-    eval_episodes: int = 10
+    #: Episodes per evaluation (run in a vectorised environment); 25 as in the authors' code.
+    eval_episodes: int = 25
     #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
     eval_mode: str = "best-of-n"
+    #: Seeds of evaluation episodes: "fixed" (env seeds 0..eval_episodes-1 and policy key 0 at
+    #: every evaluation, the authors' rule) or "varying" (new seeds per evaluation, derived
+    #: from ``seed`` and the env step).
+    eval_seeds: str = "fixed"
+    #: Also evaluate at env step 0, before any update (the authors' code does).
+    eval_at_start: bool = True
     #: Write a checkpoint at the first episode end after this many more env steps (0: only
     #: the final checkpoint).
     checkpoint_every: int = 50_000
@@ -174,6 +184,9 @@ def validate_loop_options(cfg: Any) -> None:
     require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
     require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
     require(cfg.eval_mode in ACT_MODES, "eval_mode", cfg.eval_mode, f"must be one of {ACT_MODES}")
+    require(
+        cfg.eval_seeds in EVAL_SEEDS, "eval_seeds", cfg.eval_seeds, f"must be one of {EVAL_SEEDS}"
+    )
     require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, ">= 0")
     require(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, ">= 1")
     require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
@@ -244,12 +257,13 @@ def configs_from_dict(
     unknown = sorted(set(d[section]) - {f.name for f in dataclasses.fields(run_cls)})
     if unknown:
         raise ConfigMismatchError(f"{where}saved {section} config has unknown fields {unknown}")
-    cfg = run_cls(**d[section])
+    cfg = run_cls(**{**getattr(run_cls, "LEGACY_DEFAULTS", {}), **d[section]})
     cls = get_agent_class(cfg.algo).Config
     unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ConfigMismatchError(f"{where}saved {cls.__name__} has unknown fields {unknown}")
-    agent_cfg = cls(**{k: _tuplify(v) for k, v in d["agent"].items()})
+    saved = {**cls.LEGACY_DEFAULTS, **d["agent"]}
+    agent_cfg = cls(**{k: _tuplify(v) for k, v in saved.items()})
     agent_cfg.validate()
     cfg.validate()
     return cfg, agent_cfg
@@ -341,6 +355,8 @@ def _to_batch(sample: dict[str, np.ndarray], gamma: float) -> Batch:
 # --------------------------------------------------------------------------------------------
 
 _MAX_EVAL_ENVS = 16
+#: ``TrainConfig.eval_seeds``: the authors' fixed seeds, or seeds new at every evaluation.
+EVAL_SEEDS: tuple[str, ...] = ("fixed", "varying")
 
 
 def evaluate(
@@ -582,6 +598,8 @@ class _Trainer:
         counts = [0]
         next_log = (n.env_steps // cfg.log_every + 1) * cfg.log_every
         next_eval = (n.env_steps // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else 0
+        if cfg.eval_every and cfg.eval_at_start and n.env_steps == 0:
+            self.evaluate(logger)
         t_log, steps_log = time.perf_counter(), n.env_steps
         while n.env_steps < cfg.steps:
             obs, _ = self.env.reset(seed=_episode_seed(cfg.seed, n.episodes))
@@ -660,7 +678,10 @@ class _Trainer:
         tmp.replace(self.run_dir / RESULT_FILE)
 
     def evaluate(self, logger: RunLogger) -> None:
-        eval_seed = _episode_seed(self.cfg.seed + 7919, self.n.env_steps) % (2**30)
+        if self.cfg.eval_seeds == "fixed":
+            eval_seed = 0
+        else:
+            eval_seed = _episode_seed(self.cfg.seed + 7919, self.n.env_steps) % (2**30)
         mean, std, _ = evaluate(
             self.agent,
             self.state,

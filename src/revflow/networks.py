@@ -4,6 +4,16 @@ Method note §6 fixes the actor: ``concat(s, u_t, emb(t), emb(lam)) -> Dense -> 
 residual blocks [h + GELU(Dense h)] -> Dense(d)``, and the critic: an ensemble of two
 2x256 ReLU Q-networks.
 
+Initialisation (``kernel_init``): ``"lecun"`` (flax's LeCun normal; VelocityNet's first-layer
+parts with variance ``1 / (n_parts * fan_in_part)``) or ``"orthogonal"``: every kernel
+orthogonal with gain sqrt 2 and zero biases, as in the authors' code (their ``default_init``);
+there VelocityNet's first layer is drawn as ONE orthogonal matrix over the concatenated input
+``[cond; x; emb(t); emb(lam)]`` and split into its parts (:meth:`VelocityNet.init`).
+
+Embeddings (``embedding``, :data:`EMBEDDINGS`): ``"cos-sin-1e4"`` (``[cos, sin]``, frequencies
+``10000^(-k / half)``) or ``"sin-cos-1e3"`` (``[sin, cos]``, frequencies
+``1000^(-k / (half - 1))``, the authors' ``sinusoidal_embedding``).
+
 The actor's first Dense layer is written as a *sum* of one Dense product per input group,
 ``W [cond; x; e_t; e_lam] + b = W_x x + b + W_c cond + W_t e_t + W_lam e_lam``, which is the
 same function class as one Dense on the concatenation. Method note §7 explains why: the
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,25 +36,68 @@ import jax.numpy as jnp
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-__all__ = ["MLP", "Critic", "DenoiserNet", "VelocityNet", "sinusoidal_embedding"]
+__all__ = [
+    "EMBEDDINGS",
+    "KERNEL_INITS",
+    "MLP",
+    "Critic",
+    "DenoiserNet",
+    "ResidualMLP",
+    "VelocityNet",
+    "kernel_initializer",
+    "sinusoidal_embedding",
+]
+
+#: Named embedding styles: keyword arguments of :func:`sinusoidal_embedding`.
+EMBEDDINGS: dict[str, dict[str, Any]] = {
+    "cos-sin-1e4": {"max_period": 10000.0, "sin_first": False, "endpoint": False},
+    "sin-cos-1e3": {"max_period": 1000.0, "sin_first": True, "endpoint": True},
+}
+#: Kernel initialisations (module docstring).
+KERNEL_INITS: tuple[str, ...] = ("lecun", "orthogonal")
+ORTHOGONAL_GAIN = math.sqrt(2.0)
 
 
-def sinusoidal_embedding(x: ArrayLike, dim: int = 128, max_period: float = 10000.0) -> Array:
+def kernel_initializer(name: str) -> Callable[..., Array]:
+    """The Dense kernel initializer called ``name`` (one of :data:`KERNEL_INITS`)."""
+    if name == "lecun":
+        return nn.initializers.lecun_normal()
+    if name == "orthogonal":
+        return nn.initializers.orthogonal(ORTHOGONAL_GAIN)
+    raise ValueError(f"unknown kernel_init {name!r}; expected one of {KERNEL_INITS}")
+
+
+def _check_choice(owner: str, field: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{owner} needs {field} in {tuple(choices)}, got {field}={value!r}")
+
+
+def sinusoidal_embedding(
+    x: ArrayLike,
+    dim: int = 128,
+    max_period: float = 10000.0,
+    sin_first: bool = False,
+    endpoint: bool = False,
+) -> Array:
     """Sinusoidal features ``[cos(x f_k), sin(x f_k)]`` with ``f_k = max_period^(-k / half)``.
 
     ``x`` has any shape ``S``; the result has shape ``S + (dim,)``. Frequencies run
-    geometrically from 1 down to ``1 / max_period``; for odd ``dim`` a zero column is
-    appended. Used for ``t`` and ``lam`` (method note §6).
+    geometrically from 1 down to ``1 / max_period`` (reached at ``k = half - 1`` when
+    ``endpoint``, i.e. ``f_k = max_period^(-k / (half - 1))``); ``sin_first`` puts the sines
+    first. For odd ``dim`` a zero column is appended. Used for ``t`` and ``lam`` (method
+    note §6); :data:`EMBEDDINGS` names the two styles in use.
     """
-    if dim < 2:
-        raise ValueError(f"sinusoidal_embedding needs dim >= 2, got dim={dim}")
+    if dim < 2 or (endpoint and dim < 4):
+        raise ValueError(f"sinusoidal_embedding needs dim >= {4 if endpoint else 2}, got dim={dim}")
     if max_period <= 0:
         raise ValueError(f"sinusoidal_embedding needs max_period > 0, got {max_period}")
     x = jnp.asarray(x, dtype=jnp.result_type(float))
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=x.dtype) / half)
+    steps = half - 1 if endpoint else half
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=x.dtype) / steps)
     args = x[..., None] * freqs
-    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    parts = [jnp.sin(args), jnp.cos(args)] if sin_first else [jnp.cos(args), jnp.sin(args)]
+    emb = jnp.concatenate(parts, axis=-1)
     if dim % 2:
         emb = jnp.concatenate([emb, jnp.zeros_like(emb[..., :1])], axis=-1)
     return emb
@@ -60,8 +114,13 @@ class VelocityNet(nn.Module):
     Architecture: ``h = GELU(W_x x_t + b + W_c cond + W_t emb(t) + W_lam emb(lam))`` (one
     Dense on the concatenation, written as a sum; see the module docstring), then
     ``num_blocks`` residual blocks ``h <- h + GELU(Dense_hidden(h))``, then ``Dense(out_dim)``.
-    Each first-layer part is initialised with variance ``1 / (n_parts * fan_in_part)`` so that
-    the summed pre-activation has the variance of a LeCun-initialised single Dense layer.
+    With ``kernel_init="lecun"`` each first-layer part is initialised with variance
+    ``1 / (n_parts * fan_in_part)`` so that the summed pre-activation has the variance of a
+    LeCun-initialised single Dense layer; with ``"orthogonal"`` every kernel is orthogonal
+    (gain sqrt 2) and :meth:`init` draws the first layer as one orthogonal matrix over the
+    concatenated input, rows ``[cond; x; emb(t); emb(lam)]``, then splits it into the parts
+    (the authors' single Dense on the concatenation). ``embedding`` names the sinusoidal
+    style of ``t`` and ``lam`` (:data:`EMBEDDINGS`).
 
     Call ``apply(params, t, x_t, cond, lam)`` or with ``cond_features=`` the output of
     :meth:`embed_cond` (shape ``(..., hidden)``) instead of ``cond``:
@@ -82,6 +141,8 @@ class VelocityNet(nn.Module):
     num_blocks: int = 2
     time_embed_dim: int = 128
     temp_embed_dim: int = 128
+    kernel_init: str = "lecun"
+    embedding: str = "cos-sin-1e4"
 
     def setup(self) -> None:
         for name, value, low in (
@@ -97,15 +158,46 @@ class VelocityNet(nn.Module):
                 f"VelocityNet needs temp_embed_dim == 0 (disabled) or >= 2, "
                 f"got temp_embed_dim={self.temp_embed_dim}"
             )
+        _check_choice("VelocityNet", "kernel_init", self.kernel_init, KERNEL_INITS)
+        _check_choice("VelocityNet", "embedding", self.embedding, tuple(EMBEDDINGS))
         n_parts = 3 + (self.temp_embed_dim > 0)  # x, cond, emb(t)[, emb(lam)]
-        part_init = nn.initializers.variance_scaling(1.0 / n_parts, "fan_in", "truncated_normal")
+        if self.kernel_init == "lecun":
+            part_init = nn.initializers.variance_scaling(
+                1.0 / n_parts, "fan_in", "truncated_normal"
+            )
+        else:  # each part orthogonal here; init() redraws them as one orthogonal matrix
+            part_init = kernel_initializer(self.kernel_init)
+        dense_init = kernel_initializer(self.kernel_init)
         self.x_proj = nn.Dense(self.hidden, use_bias=True, kernel_init=part_init)
         self.cond_proj = nn.Dense(self.hidden, use_bias=False, kernel_init=part_init)
         self.t_proj = nn.Dense(self.hidden, use_bias=False, kernel_init=part_init)
         if self.temp_embed_dim > 0:
             self.lam_proj = nn.Dense(self.hidden, use_bias=False, kernel_init=part_init)
-        self.blocks = [nn.Dense(self.hidden) for _ in range(self.num_blocks)]
-        self.out = nn.Dense(self.out_dim)
+        self.blocks = [
+            nn.Dense(self.hidden, kernel_init=dense_init) for _ in range(self.num_blocks)
+        ]
+        self.out = nn.Dense(self.out_dim, kernel_init=dense_init)
+
+    @nn.nowrap
+    def init(self, rngs: Any, *args: Any, **kwargs: Any) -> Any:
+        """``flax`` ``init``; with ``kernel_init="orthogonal"`` the first-layer parts are then
+        redrawn as the row blocks of ONE orthogonal (gain sqrt 2) matrix over the
+        concatenated input ``[cond; x; emb(t); emb(lam)]`` (class docstring)."""
+        variables = super().init(rngs, *args, **kwargs)
+        if self.kernel_init != "orthogonal":
+            return variables
+        key = rngs if not isinstance(rngs, dict) else rngs["params"]
+        params = dict(variables["params"])
+        names = [n for n in ("cond_proj", "x_proj", "t_proj", "lam_proj") if n in params]
+        rows = [params[n]["kernel"].shape[0] for n in names]
+        kernel = kernel_initializer("orthogonal")(
+            jax.random.fold_in(key, 1), (sum(rows), self.hidden), params[names[0]]["kernel"].dtype
+        )
+        start = 0
+        for name, n_rows in zip(names, rows, strict=True):
+            params[name] = {**params[name], "kernel": kernel[start : start + n_rows]}
+            start += n_rows
+        return {**variables, "params": params}
 
     def embed_cond(self, cond: ArrayLike) -> Array:
         """The first-layer product ``W_c cond``, shape ``cond.shape[:-1] + (hidden,)``.
@@ -164,9 +256,10 @@ class VelocityNet(nn.Module):
 
         # Each term keeps its own leading shape; scalar t / lam give (hidden,) and broadcast,
         # so their products are computed once, not once per row (method note §7).
-        h = self.x_proj(x_t) + self.t_proj(sinusoidal_embedding(t, self.time_embed_dim))
+        style = EMBEDDINGS[self.embedding]
+        h = self.x_proj(x_t) + self.t_proj(sinusoidal_embedding(t, self.time_embed_dim, **style))
         if lam is not None:
-            h = h + self.lam_proj(sinusoidal_embedding(lam, self.temp_embed_dim))
+            h = h + self.lam_proj(sinusoidal_embedding(lam, self.temp_embed_dim, **style))
         if cond_features is not None:
             h = h + cond_features
 
@@ -182,22 +275,45 @@ eps-prediction E[x0 | x_t] (method note §2)."""
 
 
 class MLP(nn.Module):
-    """Plain multilayer perceptron: ``Dense -> activation`` per hidden width, then ``Dense``."""
+    """Plain multilayer perceptron: ``Dense -> activation`` per hidden width, then ``Dense``;
+    kernels initialised by ``kernel_init`` (:data:`KERNEL_INITS`), biases zero."""
 
     out_dim: int
     hidden: Sequence[int] = (256, 256)
     activation: Callable[[Array], Array] = nn.relu
+    kernel_init: str = "lecun"
 
     @nn.compact
     def __call__(self, x: ArrayLike) -> Array:
+        init = kernel_initializer(self.kernel_init)
         h = jnp.asarray(x)
         for width in self.hidden:
-            h = self.activation(nn.Dense(width)(h))
-        return nn.Dense(self.out_dim)(h)
+            h = self.activation(nn.Dense(width, kernel_init=init)(h))
+        return nn.Dense(self.out_dim, kernel_init=init)(h)
+
+
+class ResidualMLP(nn.Module):
+    """``Dense(hidden) -> GELU -> num_blocks x [h + GELU(Dense_hidden h)] -> Dense(out_dim)``:
+    VelocityNet's trunk without the time and temperature inputs (the authors' SAC actor,
+    ``ActorMLP``); kernels by ``kernel_init``, biases zero."""
+
+    out_dim: int
+    hidden: int = 256
+    num_blocks: int = 2
+    kernel_init: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, x: ArrayLike) -> Array:
+        init = kernel_initializer(self.kernel_init)
+        h = nn.gelu(nn.Dense(self.hidden, kernel_init=init)(jnp.asarray(x)))
+        for _ in range(self.num_blocks):
+            h = h + nn.gelu(nn.Dense(self.hidden, kernel_init=init)(h))
+        return nn.Dense(self.out_dim, kernel_init=init)(h)
 
 
 class Critic(nn.Module):
-    """Ensemble of ``num_critics`` independent Q-networks (method note §6: 2 x (2x256 ReLU)).
+    """Ensemble of ``num_critics`` independent Q-networks (method note §6: 2 x (2x256 ReLU)),
+    kernels initialised by ``kernel_init``.
 
     ``__call__(obs, action)`` concatenates ``obs (..., S)`` and ``action (..., A)`` (leading
     dims broadcast) and returns Q-values of shape ``(num_critics, ...)``. Parameters carry a
@@ -206,6 +322,7 @@ class Critic(nn.Module):
 
     num_critics: int = 2
     hidden: Sequence[int] = (256, 256)
+    kernel_init: str = "lecun"
 
     @nn.compact
     def __call__(self, obs: ArrayLike, action: ArrayLike) -> Array:
@@ -228,4 +345,7 @@ class Critic(nn.Module):
             out_axes=0,
             axis_size=self.num_critics,
         )
-        return ensemble(out_dim=1, hidden=tuple(self.hidden), name="ensemble")(x)[..., 0]
+        mlp = ensemble(
+            out_dim=1, hidden=tuple(self.hidden), kernel_init=self.kernel_init, name="ensemble"
+        )
+        return mlp(x)[..., 0]

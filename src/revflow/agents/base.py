@@ -43,6 +43,9 @@ class AgentConfig:
 
     #: Presets: name -> dict of field overrides. "reference" is the published default.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"reference": {}}
+    #: Values of fields that configs saved before those fields existed lack (the behaviour
+    #: those runs had); a saved config is read as ``{**LEGACY_DEFAULTS, **saved}``.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending field and value."""

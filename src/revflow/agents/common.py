@@ -16,11 +16,52 @@ import optax
 
 from revflow.agents.base import Array, Batch, Metrics
 
+#: Scopes of critic gradient clipping: one global norm over the whole ensemble, or each
+#: member's own norm (the authors' code clips every critic of its ensemble separately).
+CLIP_SCOPES: tuple[str, ...] = ("global", "per-critic")
 
-def make_optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
-    """Adam with optional global gradient-norm clipping (method note §6: clip 10)."""
+
+def clip_by_member_norm(max_norm: float) -> optax.GradientTransformation:
+    """Clip each ensemble member's gradient to L2 norm ``max_norm`` separately.
+
+    Every leaf carries the ensemble on its leading axis (``networks.Critic`` params); member
+    k's norm is taken over its slice of all leaves, and the member is scaled by
+    ``max_norm / norm`` when ``norm >= max_norm``."""
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        leaves = jax.tree.leaves(updates)
+        sq = sum(jnp.sum(jnp.square(x).reshape(x.shape[0], -1), axis=1) for x in leaves)
+        norm = jnp.sqrt(sq)
+        scale = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, 1e-30))
+
+        def rescale(x: Array) -> Array:
+            return x * scale.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+
+        return jax.tree.map(rescale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def gradient_clipping(max_grad_norm: float, scope: str = "global") -> optax.GradientTransformation:
+    """The clipping transform of :func:`make_optimizer`: identity when ``max_grad_norm`` is 0,
+    else one global norm (``"global"``) or one norm per ensemble member (``"per-critic"``)."""
+    if scope not in CLIP_SCOPES:
+        raise ValueError(f"unknown clip scope {scope!r}; expected one of {CLIP_SCOPES}")
+    if max_grad_norm <= 0:
+        return optax.identity()
+    if scope == "per-critic":
+        return clip_by_member_norm(max_grad_norm)
+    return optax.clip_by_global_norm(max_grad_norm)
+
+
+def make_optimizer(
+    lr: Any, max_grad_norm: float, scope: str = "global"
+) -> optax.GradientTransformation:
+    """Adam with optional gradient-norm clipping (method note §6: clip 10), global or per
+    ensemble member (:func:`gradient_clipping`)."""
     if max_grad_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+        return optax.chain(gradient_clipping(max_grad_norm, scope), optax.adam(lr))
     return optax.adam(lr)
 
 
@@ -85,10 +126,14 @@ def critic_td_step(
     opt_state: Any,
     batch: Batch,
     target: Array,
+    per_critic: bool = False,
 ) -> tuple[Any, Any, Metrics]:
     """One gradient step of every critic in the ensemble on ``(Q_k(s, a) - target)^2``.
 
-    ``target`` (B,) is treated as a constant. Returns the new params, optimiser state and
+    ``target`` (B,) is treated as a constant. The differentiated loss is the squared TD
+    error averaged over batch and ensemble, or with ``per_critic`` summed over the ensemble
+    (so that critic k's gradient is that of its OWN mean squared error, as in the authors'
+    code; pair it with per-critic clipping). Returns the new params, optimiser state and
     metrics ``critic_loss`` (mean squared TD error over batch, averaged over the ensemble),
     ``q_mean``, ``q_std``, ``target_q_mean`` and ``critic_grad_norm`` (before clipping).
     """
@@ -96,11 +141,14 @@ def critic_td_step(
 
     def loss_fn(p: Any) -> tuple[Array, Array]:
         q = critic_net.apply(p, batch.obs, batch.action)  # (num_critics, B)
+        if per_critic:
+            return jnp.sum(jnp.mean((q - target[None]) ** 2, axis=-1)), q
         return jnp.mean((q - target[None]) ** 2), q
 
     step = gradient_step(loss_fn, optimizer, params, opt_state, has_aux=True)
+    loss = step.loss / step.aux.shape[0] if per_critic else step.loss
     metrics = {
-        "critic_loss": step.loss,
+        "critic_loss": loss,
         "q_mean": jnp.mean(step.aux),
         "q_std": jnp.std(step.aux),
         "target_q_mean": jnp.mean(target),

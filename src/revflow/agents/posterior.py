@@ -30,7 +30,14 @@ plain :class:`PosteriorTargetConfig`, which is the ``rfm`` config):
   ``replay`` (u1 = atanh of the replayed action, clipped to +-0.999, as QNE does);
 - ``entropy_backup``: add ``- lam log pi(a'|s')`` to the TD target (soft critic, QNE), with
   the log-density of :func:`sampler_log_prob` (below);
-- ``reward_scale``; ``actor_lr_end`` (linear decay of the actor lr, SDAC).
+- ``reward_scale``; ``actor_lr_end`` (linear decay of the actor lr, SDAC);
+- ``network_init`` (``lecun`` | ``orthogonal``: kernels of the policy net and critics,
+  :mod:`revflow.networks`), ``embedding`` (sinusoidal style of t and lam),
+  ``actor_loss_reduction`` (squared error ``sum`` or ``mean`` over action dimensions) and
+  ``critic_clip`` (``global``: one clip norm over both critics, the gradient being that of the
+  ensemble-mean loss; ``per-critic``: each critic's own loss gradient clipped by its own
+  norm). Class attributes (revflow's choices) except where a config makes them fields: ``rfm``
+  sets the authors' (orthogonal, sin-cos-1e3, mean, per-critic).
 
 Evaluation mode "best-of-n" always takes the highest-Q of ``num_particles`` samples; "sample"
 is one plain draw; "explore" uses ``explore_pick``.
@@ -74,9 +81,15 @@ import optax
 
 from revflow import estimators
 from revflow.agents.base import Agent, AgentConfig, Array, Batch, Metrics, require
-from revflow.agents.common import advance, critic_td_step, gradient_step, make_optimizer
+from revflow.agents.common import (
+    CLIP_SCOPES,
+    advance,
+    critic_td_step,
+    gradient_step,
+    make_optimizer,
+)
 from revflow.losses import generative_loss, regression_target
-from revflow.networks import Critic, VelocityNet
+from revflow.networks import EMBEDDINGS, KERNEL_INITS, Critic, VelocityNet
 from revflow.paths import PATHS, VE, Path, convert, make_path
 from revflow.samplers import (
     ddim_sample,
@@ -101,6 +114,8 @@ POLICIES: dict[str, tuple[str, ...]] = {"flow": ("euler", "heun"), "diffusion": 
 PICKS: tuple[str, ...] = ("boltzmann", "best", "sample")
 ENDPOINT_SOURCES: tuple[str, ...] = ("policy", "replay")
 NET_PARAMETERISATIONS: tuple[str, ...] = ("velocity", "eps", "x1")
+#: Reduction of the actor's squared error over the action dimensions.
+LOSS_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 #: Replayed actions are clipped to +-REPLAY_CLIP before atanh (atanh(0.999) ~ 3.8).
 REPLAY_CLIP = 0.999
 
@@ -191,6 +206,10 @@ class PosteriorTargetConfig(AgentConfig):
     reward_scale: ClassVar[float] = 1.0
     actor_lr_end: ClassVar[float | None] = None
     lr_decay_updates: ClassVar[int] = 200_000
+    network_init: ClassVar[str] = "lecun"
+    embedding: ClassVar[str] = "cos-sin-1e4"
+    actor_loss_reduction: ClassVar[str] = "sum"
+    critic_clip: ClassVar[str] = "global"
 
     def validate(self) -> None:
         super().validate()
@@ -278,6 +297,14 @@ class PosteriorTargetConfig(AgentConfig):
             self.reward_scale,
             "must be a finite number > 0",
         )
+        for name, choices in (
+            ("network_init", KERNEL_INITS),
+            ("embedding", tuple(EMBEDDINGS)),
+            ("actor_loss_reduction", LOSS_REDUCTIONS),
+            ("critic_clip", CLIP_SCOPES),
+        ):
+            value = getattr(self, name)
+            require(value in choices, name, value, f"must be one of {list(choices)}")
         if self.actor_lr_end is not None:
             require(self.actor_lr_end > 0, "actor_lr_end", self.actor_lr_end, "must be > 0")
             require(self.lr_decay_updates >= 1, "lr_decay_updates", self.lr_decay_updates, ">= 1")
@@ -414,8 +441,12 @@ class PosteriorTargetAgent(Agent):
             num_blocks=c.actor_blocks,
             time_embed_dim=c.embed_dim,
             temp_embed_dim=c.embed_dim,
+            kernel_init=c.network_init,
+            embedding=c.embedding,
         )
-        self.critic_net = Critic(num_critics=c.num_critics, hidden=tuple(c.critic_hidden))
+        self.critic_net = Critic(
+            num_critics=c.num_critics, hidden=tuple(c.critic_hidden), kernel_init=c.network_init
+        )
         with jax.ensure_compile_time_eval():
             a0, b0 = self.path.alpha(c.t_min), self.path.beta(c.t_min)
             self._diffusion_init_scale = float(jnp.sqrt(a0**2 + b0**2))
@@ -423,7 +454,7 @@ class PosteriorTargetAgent(Agent):
         if c.actor_lr_end is not None:
             actor_lr = optax.linear_schedule(c.actor_lr, c.actor_lr_end, c.lr_decay_updates)
         self.actor_opt = make_optimizer(actor_lr, c.max_grad_norm)
-        self.critic_opt = make_optimizer(c.critic_lr, c.max_grad_norm)
+        self.critic_opt = make_optimizer(c.critic_lr, c.max_grad_norm, c.critic_clip)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -619,6 +650,26 @@ class PosteriorTargetAgent(Agent):
         """The network's regression target: the parameterisation's map of mu1 (method §2)."""
         return regression_target(self.path, t, u_t, post.x1, self.config.parameterisation)
 
+    def actor_loss(
+        self,
+        params: Any,
+        obs: Array,
+        t: Array,
+        u_t: Array,
+        post: estimators.PosteriorEstimate,
+        lam: Array,
+    ) -> Array:
+        """Squared error of the policy net against :meth:`regression_target`, summed or
+        averaged over action dimensions (``actor_loss_reduction``), mean over the batch."""
+        c = self.config
+
+        def predict(tt: Array, x: Array) -> Array:
+            tt = tt if c.time_scale == 1.0 else c.time_scale * tt
+            return self.velocity_net.apply(params, tt, x, obs, lam)
+
+        loss = generative_loss(predict, self.path, t, u_t, post.x1, c.parameterisation)
+        return loss / self.act_dim if c.actor_loss_reduction == "mean" else loss
+
     def _td_target(
         self, state: Any, key: Array, batch: Batch, lam: Array
     ) -> tuple[Array, dict[str, Array]]:
@@ -653,7 +704,13 @@ class PosteriorTargetAgent(Agent):
         u1 = jax.lax.stop_gradient(u1)
         target, extra = self._td_target(state, k_next, batch, lam)
         critic_params, critic_opt, metrics = critic_td_step(
-            self.critic_net, self.critic_opt, state.critic_params, state.critic_opt, batch, target
+            self.critic_net,
+            self.critic_opt,
+            state.critic_params,
+            state.critic_opt,
+            batch,
+            target,
+            per_critic=c.critic_clip == "per-critic",
         )
 
         # 3. noisy points on the path; 4. posterior targets from the fresh critics.
@@ -662,11 +719,7 @@ class PosteriorTargetAgent(Agent):
 
         # 5. regression onto the parameterisation's map of mu1.
         def actor_loss_fn(params: Any) -> Array:
-            def predict(tt: Array, x: Array) -> Array:
-                tt = tt if c.time_scale == 1.0 else c.time_scale * tt
-                return self.velocity_net.apply(params, tt, x, batch.obs, lam)
-
-            return generative_loss(predict, self.path, t, u_t, post.x1, c.parameterisation)
+            return self.actor_loss(params, batch.obs, t, u_t, post, lam)
 
         actor = gradient_step(actor_loss_fn, self.actor_opt, state.actor_params, state.actor_opt)
         new_state = advance(

@@ -14,6 +14,27 @@ and applications"):
 The update is a pure function of the train state, so the engine can ``jax.jit`` it and fuse
 several updates with ``lax.scan``. The warm-up with uniform-random actions is the engine's
 (``TrainConfig.warmup_steps``).
+
+Defaults ("reference" preset) are those of the authors' SAC (azizanlab/ReverseFlowMatching,
+``src/agent/sac.py`` with ``configs/default.yaml``; checked by ``benchmarks/fidelity``):
+critic lr 1e-3, actor and alpha lr 3e-4; actor ``ResidualMLP`` (Dense 256, GELU, 2 residual
+GELU blocks) and ReLU critics, all kernels orthogonal (gain sqrt 2); log-std hard-clipped to
+[-20, 2]; ``log pi`` with the tanh correction ``log(1 - a^2 + 1e-6)``; temperature loss
+``mean(alpha * (-log pi - target_entropy))``; each critic's gradient that of its own TD loss;
+no gradient clipping (their ``run.sh`` loads a config with clipping only for rfm).
+
+Presets:
+
+- ``standard``: SAC as CleanRL's ``sac_continuous_action.py`` sets it (users' generic
+  baseline): plain 2x256 ReLU MLP actor, LeCun-normal kernels (PyTorch's default init is
+  not reproduced), log-std squashed smoothly into [-5, 2], critic and alpha lr 1e-3, actor
+  lr 3e-4, no clipping, the same temperature loss. CleanRL's delayed actor updates
+  (``policy_frequency=2``, two actor steps every second update) are not reproduced: one
+  actor step per update.
+- ``revflow``: revflow's earlier SAC (all lr 3e-4, global-norm clip 10, plain MLP, LeCun,
+  log-std squashed into [-5, 2], exact ``log sech^2`` correction, SB3's temperature loss
+  ``-log_alpha * (log pi + target_entropy)``, one clip norm over the ensemble-mean loss).
+- ``fast``: the reference with 128-wide networks.
 """
 
 from __future__ import annotations
@@ -28,17 +49,24 @@ import jax.numpy as jnp
 import optax
 
 from revflow.agents.base import Agent, AgentConfig, Array, Batch, Metrics, require
-from revflow.agents.common import advance, critic_td_step, gradient_step, make_optimizer
+from revflow.agents.common import (
+    CLIP_SCOPES,
+    advance,
+    critic_td_step,
+    gradient_step,
+    make_optimizer,
+)
 from revflow.agents.registry import register
 from revflow.estimators import log_sech2
-from revflow.networks import MLP, Critic
+from revflow.networks import KERNEL_INITS, MLP, Critic, ResidualMLP
 
 __all__ = ["SAC", "SACConfig", "SACState"]
 
 
 @dataclasses.dataclass(frozen=True)
 class SACConfig(AgentConfig):
-    """SAC hyperparameters (defaults: the common SAC settings used by CleanRL / SB3)."""
+    """SAC hyperparameters; defaults are the authors' SAC, presets ``standard`` (CleanRL),
+    ``revflow`` and ``fast`` (module docstring)."""
 
     #: Minibatch size of one gradient update.
     batch_size: int = 256
@@ -49,31 +77,72 @@ class SACConfig(AgentConfig):
     #: Adam learning rate of the actor.
     actor_lr: float = 3e-4
     #: Adam learning rate of the critics.
-    critic_lr: float = 3e-4
+    critic_lr: float = 1e-3
     #: Adam learning rate of ``log_alpha``.
     alpha_lr: float = 3e-4
-    #: Hidden widths of the actor MLP.
+    #: Hidden widths of the actor MLP (``residual``: equal widths, one block per entry).
     actor_hidden: tuple[int, ...] = (256, 256)
     #: Hidden widths of each critic MLP.
     critic_hidden: tuple[int, ...] = (256, 256)
     #: Number of Q-networks in the ensemble (the TD target and actor loss use their minimum).
     num_critics: int = 2
-    #: Global gradient-norm clip of every optimiser (0 disables clipping).
-    max_grad_norm: float = 10.0
+    #: Gradient-norm clip of actor and critics (0 disables clipping).
+    max_grad_norm: float = 0.0
     #: Initial temperature alpha.
     init_alpha: float = 1.0
     #: Tune alpha automatically; if False alpha stays at ``init_alpha``.
     autotune_alpha: bool = True
     #: Entropy target of the temperature loss; None means ``-act_dim``.
     target_entropy: float | None = None
-    #: Bounds of the actor's log standard deviation (squashed smoothly into the interval).
-    log_std_min: float = -5.0
+    #: Bounds of the actor's log standard deviation (see ``log_std_bound``).
+    log_std_min: float = -20.0
     log_std_max: float = 2.0
+    #: How log-std is kept in its bounds: "clip" (hard) or "tanh" (squashed smoothly).
+    log_std_bound: str = "clip"
+    #: Actor network: "residual" (networks.ResidualMLP) or "mlp" (plain ReLU MLP).
+    actor_arch: str = "residual"
+    #: Kernel initialisation of actor and critics: orthogonal (gain sqrt 2) | lecun.
+    network_init: str = "orthogonal"
+    #: Temperature loss: "alpha" mean(alpha (-log pi - H)) or "log-alpha" -log_alpha (log pi + H).
+    alpha_loss: str = "alpha"
+    #: Tanh correction log(1 - a^2 + eps) of log pi; 0 means the exact log sech^2(u).
+    log_det_eps: float = 1e-6
+    #: Critic gradient: "per-critic" (each critic's own TD loss, clipped by its own norm) or
+    #: "global" (the ensemble-mean loss, one clip norm).
+    critic_clip: str = "per-critic"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Narrower networks: about 4x fewer FLOPs per update; for quick experiments.
         "fast": {"actor_hidden": (128, 128), "critic_hidden": (128, 128)},
+        "standard": {
+            "critic_lr": 1e-3,
+            "alpha_lr": 1e-3,
+            "log_std_min": -5.0,
+            "log_std_bound": "tanh",
+            "actor_arch": "mlp",
+            "network_init": "lecun",
+        },
+        "revflow": {
+            "critic_lr": 3e-4,
+            "max_grad_norm": 10.0,
+            "log_std_min": -5.0,
+            "log_std_bound": "tanh",
+            "actor_arch": "mlp",
+            "network_init": "lecun",
+            "alpha_loss": "log-alpha",
+            "log_det_eps": 0.0,
+            "critic_clip": "global",
+        },
+    }
+    # Runs saved before the last six fields existed had revflow's earlier SAC.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "log_std_bound": "tanh",
+        "actor_arch": "mlp",
+        "network_init": "lecun",
+        "alpha_loss": "log-alpha",
+        "log_det_eps": 0.0,
+        "critic_clip": "global",
     }
 
     def validate(self) -> None:
@@ -112,6 +181,28 @@ class SACConfig(AgentConfig):
             self.log_std_min,
             f"must be < log_std_max={self.log_std_max}",
         )
+        for name, choices in (
+            ("log_std_bound", ("clip", "tanh")),
+            ("actor_arch", ("residual", "mlp")),
+            ("network_init", KERNEL_INITS),
+            ("alpha_loss", ("alpha", "log-alpha")),
+            ("critic_clip", CLIP_SCOPES),
+        ):
+            value = getattr(self, name)
+            require(value in choices, name, value, f"must be one of {list(choices)}")
+        if self.actor_arch == "residual":
+            require(
+                len(set(self.actor_hidden)) == 1,
+                "actor_hidden",
+                self.actor_hidden,
+                "must have equal widths for actor_arch='residual'",
+            )
+        require(
+            math.isfinite(self.log_det_eps) and 0.0 <= self.log_det_eps < 1.0,
+            "log_det_eps",
+            self.log_det_eps,
+            "must be in [0, 1)",
+        )
 
 
 @flax.struct.dataclass
@@ -129,14 +220,23 @@ class SACState:
     step: Array
 
 
-def _squashed_gaussian(mean: Array, log_std: Array, key: Array) -> tuple[Array, Array]:
-    """Sample ``a = tanh(u)``, ``u ~ N(mean, exp(log_std)^2)``, and ``log pi(a)`` (summed)."""
+def _squashed_gaussian(
+    mean: Array, log_std: Array, key: Array, log_det_eps: float = 0.0
+) -> tuple[Array, Array]:
+    """Sample ``a = tanh(u)``, ``u ~ N(mean, exp(log_std)^2)``, and ``log pi(a)`` (summed).
+
+    The tanh correction is the exact ``log sech^2(u)``, or ``log(1 - a^2 + log_det_eps)``
+    when ``log_det_eps > 0`` (the authors', CleanRL's and SB3's form)."""
     std = jnp.exp(log_std)
     eps = jax.random.normal(key, mean.shape, mean.dtype)
     u = mean + std * eps
+    action = jnp.tanh(u)
     log_prob_u = -0.5 * eps**2 - log_std - 0.5 * math.log(2.0 * math.pi)
-    log_det = log_sech2(u)  # log |d tanh(u) / du|
-    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
+    if log_det_eps > 0:
+        log_det = jnp.log(1.0 - action**2 + log_det_eps)
+    else:
+        log_det = log_sech2(u)  # log |d tanh(u) / du|
+    return action, jnp.sum(log_prob_u - log_det, axis=-1)
 
 
 @register
@@ -148,7 +248,8 @@ class SAC(Agent):
     METRICS: ClassVar[dict[str, str]] = {
         "critic_loss": "mean squared TD error, averaged over the critic ensemble",
         "actor_loss": "E[alpha * log pi(a|s) - min_k Q_k(s, a)] over the batch",
-        "alpha_loss": "temperature loss -log_alpha * E[log pi + target_entropy]",
+        "alpha_loss": "temperature loss (alpha_loss: alpha * E[-log pi - target_entropy] or "
+        "-log_alpha * E[log pi + target_entropy])",
         "alpha": "entropy temperature alpha (after the update)",
         "entropy": "policy entropy estimate -E[log pi(a|s)] of the squashed policy",
         "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
@@ -163,14 +264,26 @@ class SAC(Agent):
     def __init__(self, config: SACConfig, obs_dim: int, act_dim: int):
         super().__init__(config, obs_dim, act_dim)
         c = config
-        self.actor_net = MLP(out_dim=2 * act_dim, hidden=tuple(c.actor_hidden))
-        self.critic_net = Critic(num_critics=c.num_critics, hidden=tuple(c.critic_hidden))
+        if c.actor_arch == "residual":
+            self.actor_net: Any = ResidualMLP(
+                out_dim=2 * act_dim,
+                hidden=int(c.actor_hidden[0]),
+                num_blocks=len(c.actor_hidden),
+                kernel_init=c.network_init,
+            )
+        else:
+            self.actor_net = MLP(
+                out_dim=2 * act_dim, hidden=tuple(c.actor_hidden), kernel_init=c.network_init
+            )
+        self.critic_net = Critic(
+            num_critics=c.num_critics, hidden=tuple(c.critic_hidden), kernel_init=c.network_init
+        )
         self.target_entropy = (
             float(c.target_entropy) if c.target_entropy is not None else -float(act_dim)
         )
 
         self.actor_opt = make_optimizer(c.actor_lr, c.max_grad_norm)
-        self.critic_opt = make_optimizer(c.critic_lr, c.max_grad_norm)
+        self.critic_opt = make_optimizer(c.critic_lr, c.max_grad_norm, c.critic_clip)
         self.alpha_opt = optax.adam(c.alpha_lr)
 
     # -- state ------------------------------------------------------------------------------
@@ -199,8 +312,14 @@ class SAC(Agent):
         out = self.actor_net.apply(actor_params, obs)
         mean, raw = jnp.split(out, 2, axis=-1)
         lo, hi = self.config.log_std_min, self.config.log_std_max
-        log_std = lo + 0.5 * (hi - lo) * (jnp.tanh(raw) + 1.0)
-        return mean, log_std
+        if self.config.log_std_bound == "clip":
+            return mean, jnp.clip(raw, lo, hi)
+        return mean, lo + 0.5 * (hi - lo) * (jnp.tanh(raw) + 1.0)
+
+    def sample(self, actor_params: Any, obs: Array, key: Array) -> tuple[Array, Array]:
+        """``(a, log pi(a | s))`` for a batch of states: one reparameterised draw."""
+        mean, log_std = self._dist(actor_params, obs)
+        return _squashed_gaussian(mean, log_std, key, self.config.log_det_eps)
 
     def act(self, state: SACState, key: Array, obs: Array, mode: str = "explore") -> Array:
         """``explore`` / ``sample``: a draw of the squashed Gaussian; ``best-of-n``: tanh(mean)."""
@@ -208,10 +327,33 @@ class SAC(Agent):
         if mode == "best-of-n":
             return jnp.tanh(mean)
         if mode in ("explore", "sample"):
-            return _squashed_gaussian(mean, log_std, key)[0]
+            return _squashed_gaussian(mean, log_std, key, self.config.log_det_eps)[0]
         raise ValueError(f"unknown act mode {mode!r}; expected explore, sample or best-of-n")
 
     # -- update -----------------------------------------------------------------------------
+
+    def td_target(self, state: SACState, batch: Batch, key: Array) -> Array:
+        """Soft TD target ``r + discount (min_k Qbar_k(s', a') - alpha log pi(a'|s'))``,
+        ``a' ~ pi(. | s')`` drawn with ``key``."""
+        next_action, next_logp = self.sample(state.actor_params, batch.next_obs, key)
+        next_q = self.critic_net.apply(state.target_critic_params, batch.next_obs, next_action)
+        soft_value = jnp.min(next_q, axis=0) - jnp.exp(state.log_alpha) * next_logp
+        return batch.reward + batch.discount * soft_value
+
+    def actor_loss(
+        self, params: Any, critic_params: Any, obs: Array, alpha: Array, key: Array
+    ) -> tuple[Array, Array]:
+        """``(E[alpha log pi(a|s) - min_k Q_k(s, a)], log pi)``, ``a`` reparameterised."""
+        action, logp = self.sample(params, obs, key)
+        q_pi = jnp.min(self.critic_net.apply(critic_params, obs, action), axis=0)
+        return jnp.mean(alpha * logp - q_pi), logp
+
+    def alpha_loss(self, log_alpha: Array, logp: Array) -> Array:
+        """Temperature loss (``alpha_loss``); ``logp`` is held fixed."""
+        logp = jax.lax.stop_gradient(logp)
+        if self.config.alpha_loss == "alpha":
+            return jnp.mean(jnp.exp(log_alpha) * (-logp - self.target_entropy))
+        return -log_alpha * (jnp.mean(logp) + self.target_entropy)
 
     def update(self, state: SACState, batch: Batch, key: Array) -> tuple[SACState, Metrics]:
         c = self.config
@@ -219,22 +361,20 @@ class SAC(Agent):
         alpha = jnp.exp(state.log_alpha)
 
         # Critic: soft TD target from the target critics at a' ~ pi(. | s').
-        next_mean, next_log_std = self._dist(state.actor_params, batch.next_obs)
-        next_action, next_logp = _squashed_gaussian(next_mean, next_log_std, k_next)
-        next_q = self.critic_net.apply(state.target_critic_params, batch.next_obs, next_action)
-        soft_value = jnp.min(next_q, axis=0) - alpha * next_logp
-        target = batch.reward + batch.discount * soft_value
-
+        target = self.td_target(state, batch, k_next)
         critic_params, critic_opt, critic_metrics = critic_td_step(
-            self.critic_net, self.critic_opt, state.critic_params, state.critic_opt, batch, target
+            self.critic_net,
+            self.critic_opt,
+            state.critic_params,
+            state.critic_opt,
+            batch,
+            target,
+            per_critic=c.critic_clip == "per-critic",
         )
 
         # Actor: reparameterised, against the freshly updated critics.
         def actor_loss_fn(params: Any) -> tuple[Array, Array]:
-            mean, log_std = self._dist(params, batch.obs)
-            action, logp = _squashed_gaussian(mean, log_std, k_pi)
-            q_pi = jnp.min(self.critic_net.apply(critic_params, batch.obs, action), axis=0)
-            return jnp.mean(alpha * logp - q_pi), logp
+            return self.actor_loss(params, critic_params, batch.obs, alpha, k_pi)
 
         actor = gradient_step(
             actor_loss_fn, self.actor_opt, state.actor_params, state.actor_opt, has_aux=True
@@ -242,10 +382,8 @@ class SAC(Agent):
         logp = actor.aux
 
         # Temperature.
-        entropy_gap = jax.lax.stop_gradient(jnp.mean(logp) + self.target_entropy)
-
         def alpha_loss_fn(log_alpha: Array) -> Array:
-            return -log_alpha * entropy_gap
+            return self.alpha_loss(log_alpha, logp)
 
         alpha = gradient_step(alpha_loss_fn, self.alpha_opt, state.log_alpha, state.alpha_opt)
         if c.autotune_alpha:

@@ -1,0 +1,139 @@
+"""Comparison of the two sides' quantities: tolerances, the table, the verdict.
+
+A quantity's difference is ``max |revflow - official| / max(1, max |official|)``: the largest
+absolute difference relative to the official quantity's largest magnitude, so that near-zero
+entries do not inflate it, and absolute below magnitude 1 (a loss that is a small difference
+of large terms, e.g. SAC's ``alpha log pi - Q`` near 0, is not judged relative to its value).
+Gradients are compared leaf by leaf after mapping the official gradient onto revflow's
+parameter structure (``mapping.py``), concatenated into one vector.
+
+Tolerances. Both sides compute in float32 on CPU with different XLA versions, so an exact
+function agrees to a few float32 ulps per operation: 1e-5 for network outputs and other
+direct functions; 1e-4 for quantities behind a chain of exponentials or an integration
+(posterior weights softmax(Q/lam) amplify rounding of Q by 1/lam, flow samples accumulate
+over steps, gradients sum over the batch). A departure of the algorithm (a factor, a
+different rule or initialisation) shows as a difference of order 1e-2 or more. Published
+defaults (``default/<name>``: learning rates, sizes, clipping, evaluation episodes, ...) must
+be equal (tolerance 0).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mapping
+from spec import SIZES, flatten, unflatten
+
+LOOSE = 1e-4
+TIGHT = 1e-5
+#: Quantities with the looser tolerance (all others: TIGHT).
+LOOSE_QUANTITIES = {
+    "eval_action_best_of_n",
+    "td_next_latent",
+    "td_target",
+    "posterior_mu1",
+    "posterior_mu0",
+    "posterior_ess",
+    "posterior_cv_coefficient_mean",
+    "regression_target",
+    "actor_loss",
+    "actor_loss_clipped",
+    "actor_grad",
+    "actor_grad_clipped",
+    "critic_grad",
+    "critic_grad_clipped",
+    "sample_log_prob",
+    "actor_log_prob",
+    "alpha_loss",
+    "alpha_grad",
+}
+#: Gradient quantities: (agent, name) -> mapping of the official parameter structure.
+GRADIENTS = {
+    ("rfm", "actor"): lambda tree: mapping.velocity_net(
+        tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
+    ),
+    ("rfm", "critic"): mapping.critic,
+    ("sac", "actor"): mapping.residual_mlp,
+    ("sac", "critic"): mapping.critic,
+}
+
+
+class Row(NamedTuple):
+    agent: str
+    quantity: str
+    difference: float  # nan: missing or of another shape on the revflow side
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.difference) and self.difference <= self.tolerance)
+
+
+def relative_difference(revflow: np.ndarray, official: np.ndarray) -> float:
+    revflow, official = np.asarray(revflow, np.float64), np.asarray(official, np.float64)
+    if revflow.shape != official.shape:
+        return float("nan")
+    if not official.size:
+        return 0.0
+    scale = max(float(np.max(np.abs(official))), 1.0)
+    return float(np.max(np.abs(revflow - official))) / scale
+
+
+def _gradient_vectors(official: dict, revflow: dict, agent: str, net: str, tag: str):
+    prefix = f"{agent}.grad.{net}{tag}"
+    mapped = flatten(GRADIENTS[(agent, net)](unflatten(official, prefix)), prefix)
+    mine = {k: v for k, v in revflow.items() if k.startswith(prefix + "/")}
+    if sorted(mapped) != sorted(mine) or any(mapped[k].shape != mine[k].shape for k in mine):
+        return None, None
+    keys = sorted(mapped)
+    return (
+        np.concatenate([mine[k].ravel() for k in keys]),
+        np.concatenate([mapped[k].ravel() for k in keys]),
+    )
+
+
+def compare(official: dict, revflow: dict, agents: tuple[str, ...] = ("rfm", "sac")) -> list[Row]:
+    """One row per quantity of the official side, for the given agents."""
+    rows: list[Row] = []
+    for agent in agents:
+        names = sorted(k.split("/", 1)[1] for k in official if k.startswith(agent + "/"))
+        for name in names:
+            key = f"{agent}/{name}"
+            diff = (
+                relative_difference(revflow[key], official[key]) if key in revflow else float("nan")
+            )
+            tol = 0.0 if name.startswith("default/") else TIGHT
+            rows.append(Row(agent, name, diff, LOOSE if name in LOOSE_QUANTITIES else tol))
+        tags = sorted(
+            {
+                k.split("/", 1)[0][len(agent) + len(".grad.") :]
+                for k in official
+                if k.startswith(f"{agent}.grad.")
+            }
+        )
+        for net_tag in tags:
+            net, _, tag = net_tag.partition("_")
+            tag = f"_{tag}" if tag else ""
+            mine, theirs = _gradient_vectors(official, revflow, agent, net, tag)
+            diff = float("nan") if mine is None else relative_difference(mine, theirs)
+            rows.append(Row(agent, f"{net}_grad{tag}", diff, LOOSE))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """The printed table; its last line is ``fidelity: N of M quantities match``."""
+    lines = [f"{'agent':<6} {'quantity':<34} {'max rel. diff':>14} {'tolerance':>10}  result"]
+    for r in rows:
+        diff = "missing" if not np.isfinite(r.difference) else f"{r.difference:.2e}"
+        lines.append(
+            f"{r.agent:<6} {r.quantity:<34} {diff:>14} {r.tolerance:>10.0e}  "
+            f"{'ok' if r.ok else 'DIFFERS'}"
+        )
+    lines.append(f"fidelity: {sum(r.ok for r in rows)} of {len(rows)} quantities match")
+    return "\n".join(lines)

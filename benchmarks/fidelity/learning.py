@@ -1,0 +1,199 @@
+"""Learning side by side: the same configuration trained by the authors' trainer and by revflow.
+
+    python benchmarks/fidelity/learning.py --official DIR --official-python PY [--dry-run]
+    revflow report benchmarks/results/fidelity --finished-only --out docs/fidelity
+
+Every run is (implementation, agent, task, seed) for agents rfm and sac, tasks
+dmc:cartpole-swingup and dmc:walker-walk, seeds 0, 1, 2, at a CPU budget: 30,000 env steps,
+5,000 uniform-random warm-up steps, one update per step, an evaluation of 25 episodes (fixed
+seeds 0..24) at step 0 and every 2,500 steps, and the fast values both codes accept (8
+particles, 5 flow steps, K = 16, networks 128 wide, embeddings 64). The authors' trainer is
+driven by ``--override`` flags (rfm with their ``configs/rfm.yaml``: gradient clipping 10, as
+their ``run.sh`` runs it; sac from ``configs/default.yaml`` alone) and revflow by
+``revflow train`` with its defaults and flags that set the same values.
+
+Resumable: a finished run (its ``result.json``) is skipped. An interrupted revflow run is
+resumed by ``revflow train`` itself; an interrupted official run (their trainer cannot
+resume) is restarted. Both land in revflow's run layout under ``--results``
+(``<results>/<env>/<label>/seed<s>``, labels ``rfm`` / ``rfm-authors`` and ``sac`` /
+``sac-authors``): the official run's ``metrics.jsonl`` is converted to ``eval.csv``,
+``config.json`` and ``result.json`` so that ``revflow report`` draws both implementations in
+one figure with IQM intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "fidelity"
+AGENTS = ("rfm", "sac")
+TASKS = ("dmc:cartpole-swingup", "dmc:walker-walk")
+SEEDS = (0, 1, 2)
+IMPLEMENTATIONS = ("revflow", "authors")
+BUDGET = {"steps": 30_000, "warmup": 5_000, "eval_every": 2_500, "eval_episodes": 25}
+FAST = {"particles": 8, "flow_steps": 5, "mc_samples": 16, "width": 128, "emb": 64}
+
+
+@dataclass(frozen=True)
+class Run:
+    implementation: str
+    agent: str
+    task: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return self.agent if self.implementation == "revflow" else f"{self.agent}-authors"
+
+    def run_dir(self, results: Path) -> Path:
+        return results / self.task.replace(":", "_") / self.label / f"seed{self.seed}"
+
+
+def plan(agents=AGENTS, tasks=TASKS, seeds=SEEDS) -> list[Run]:
+    """Every run, interleaved so that an early stop leaves both implementations comparable."""
+    return [
+        Run(impl, agent, task, seed)
+        for seed in seeds
+        for task in tasks
+        for agent in agents
+        for impl in IMPLEMENTATIONS
+    ]
+
+
+def revflow_command(run: Run, results: Path) -> list[str]:
+    b, f = BUDGET, FAST
+    cmd = [
+        sys.executable, "-m", "revflow.cli", "train",
+        "--algo", run.agent, "--env", run.task, "--seed", str(run.seed),
+        "--steps", str(b["steps"]), "--warmup-steps", str(b["warmup"]),
+        "--eval-every", str(b["eval_every"]), "--eval-episodes", str(b["eval_episodes"]),
+        "--run-dir", str(results), "--no-progress", "--no-tensorboard",
+        "--agent.critic-hidden", str(f["width"]), str(f["width"]),
+    ]  # fmt: skip
+    if run.agent == "rfm":
+        cmd += [
+            "--agent.num-particles", str(f["particles"]),
+            "--agent.num-flow-steps", str(f["flow_steps"]),
+            "--agent.num-reverse-samples", str(f["mc_samples"]),
+            "--agent.actor-hidden", str(f["width"]),
+            "--agent.embed-dim", str(f["emb"]),
+        ]  # fmt: skip
+    else:
+        cmd += ["--agent.actor-hidden", str(f["width"]), str(f["width"])]
+    return cmd
+
+
+def official_command(run: Run, official: Path, python: str, log_dir: Path) -> list[str]:
+    b, f = BUDGET, FAST
+    overrides = {
+        "algo": run.agent,
+        "seed": run.seed,
+        "env.name": run.task.split(":", 1)[1],
+        "trainer.max_steps": b["steps"],
+        "trainer.replay_buffer_size": b["steps"],
+        "trainer.start_training": b["warmup"],
+        "trainer.eval_interval": b["eval_every"],
+        "trainer.num_eval_envs": b["eval_episodes"],
+        "actor.hidden_size": f["width"],
+        "critic.hidden_size": f["width"],
+        "logger.wandb_project": "none",
+        "logger.save_agent": "false",
+        "logger.log_dir": str(log_dir),
+    }
+    if run.agent == "rfm":
+        overrides.update(
+            {
+                "actor.emb_size": f["emb"],
+                "rfm.num_particles_training": f["particles"],
+                "rfm.num_particles_data": f["particles"],
+                "rfm.num_particles_eval": f["particles"],
+                "rfm.num_integration_steps": f["flow_steps"],
+                "rfm.num_estimator_mc_samples": f["mc_samples"],
+            }
+        )
+    cmd = [python, str(official / "main.py")]
+    if (official / "configs" / f"{run.agent}.yaml").is_file():
+        cmd += ["--config", str(official / "configs" / f"{run.agent}.yaml")]
+    for key, value in overrides.items():
+        cmd += ["--override", f"{key}={value}"]
+    return cmd
+
+
+def convert_official(run: Run, log_dir: Path, results: Path) -> Path:
+    """The authors' ``metrics.jsonl`` (eval records) -> revflow's run files for the report."""
+    metrics = sorted(log_dir.rglob("metrics.jsonl"))
+    if len(metrics) != 1:
+        raise RuntimeError(f"expected one metrics.jsonl under {log_dir}, found {len(metrics)}")
+    evals = []
+    for line in metrics[0].read_text().splitlines():
+        record = json.loads(line)
+        if "episode_reward" in record and "step" in record:
+            evals.append((int(record["step"]), float(record["episode_reward"])))
+    if not evals:
+        raise RuntimeError(f"{metrics[0]} has no evaluation records")
+    out = run.run_dir(results)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "eval.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "eval/return_mean", "eval/return_std"])
+        writer.writerows([s, repr(r), "nan"] for s, r in evals)
+    train = {"algo": run.label, "label": run.label, "env": run.task, "seed": run.seed}
+    config = {"train": {**train, "steps": BUDGET["steps"]}, "agent": {}, "source": str(metrics[0])}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    step, ret = evals[-1]
+    result = {
+        "complete": True, **train, "env_steps": step, "updates": step - BUDGET["warmup"],
+        "episodes": 0, "last_ckpt": step,
+        "final_eval": {"step": step, "return_mean": ret, "return_std": float("nan")},
+    }  # fmt: skip
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", required=True, type=Path)
+    parser.add_argument("--official-python", required=True)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--dry-run", action="store_true", help="print the pending commands")
+    args = parser.parse_args(argv)
+    if not (args.official / "main.py").is_file():
+        print(f"error: --official {str(args.official)!r} has no main.py", file=sys.stderr)
+        return 2
+    scratch = args.results / "_authors_logs"
+    pending = [r for r in plan() if not (r.run_dir(args.results) / "result.json").is_file()]
+    print(f"{len(plan()) - len(pending)} of {len(plan())} runs done; {len(pending)} to go")
+    for run in pending:
+        log_dir = scratch / run.task.replace(":", "_") / run.label / f"seed{run.seed}"
+        if run.implementation == "revflow" and (run.run_dir(args.results) / "checkpoints").is_dir():
+            cmd = [sys.executable, "-m", "revflow.cli", "train", "--resume"]
+            cmd.append(str(run.run_dir(args.results)))
+        elif run.implementation == "revflow":
+            cmd = revflow_command(run, args.results)
+        else:
+            cmd = official_command(run, args.official, args.official_python, log_dir)
+        if args.dry_run:
+            print(" ".join(cmd))
+            continue
+        cwd = args.official if run.implementation == "authors" else ROOT
+        if run.implementation == "authors" and log_dir.exists():
+            for old in sorted(log_dir.rglob("metrics.jsonl")):  # an interrupted run restarts
+                old.unlink()
+        done = subprocess.run(cmd, cwd=cwd)
+        if done.returncode != 0:
+            print(f"error: run failed (exit {done.returncode}): {' '.join(cmd)}", file=sys.stderr)
+            return 1
+        if run.implementation == "authors":
+            convert_official(run, log_dir, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

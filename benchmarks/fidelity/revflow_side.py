@@ -1,0 +1,369 @@
+"""revflow side of the fidelity harness: draws the inputs, and computes every quantity that the
+official side computes, with revflow's agents under the authors' parameters (``mapping.py``).
+
+The agents are revflow's defaults (``--preset reference``) at the sizes of ``spec.SIZES``;
+``--preset revflow`` selects revflow's earlier variants (rfm and sac both have that preset),
+which shows the departures the defaults removed. Gradients are read with a recording
+optimiser chained after revflow's own clipping transform (``agents.common.gradient_clipping``
+with the config's scope), through ``agents.common.critic_td_step`` and the agents'
+``actor_loss`` / ``alpha_loss``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mapping
+from spec import SIZES, flatten, unflatten
+
+from revflow.agents.base import Batch
+from revflow.agents.common import critic_td_step, gradient_clipping
+from revflow.agents.registry import make_agent, make_config
+from revflow.engine import TrainConfig
+
+
+def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    """The batch, noisy points, PRNG keys and the posterior's reverse-sample noise."""
+    s = SIZES
+    rng = np.random.default_rng(seed)
+    b, d, n_obs = s["batch"], s["act_dim"], s["obs_dim"]
+    obs = rng.normal(size=(b, n_obs)).astype(np.float32)
+    next_obs = rng.normal(size=(b, n_obs)).astype(np.float32)
+    mask = np.ones(b, np.float32)
+    mask[[2, 6]] = 0.0  # two terminal transitions
+    inp = {
+        "obs": obs,
+        "next_obs": next_obs,
+        # SAC's states: scaled down so that its pre-tanh samples stay below |u| ~ 3.5 (see
+        # spec.py: log(1 - a^2 + 1e-6) is ill-conditioned in float32 at saturation) ...
+        "sac_obs": 0.25 * obs,
+        "sac_next_obs": 0.25 * next_obs,
+        # ... and up, so that some log-stds exceed 2 (the clip is exercised; actions only).
+        "wide_obs": 1.5 * obs,
+        "action": rng.uniform(-0.95, 0.95, (b, d)).astype(np.float32),
+        "reward": rng.normal(size=b).astype(np.float32),
+        "mask": mask,
+        "t": rng.uniform(s["t_min"], 1.0 - s["t_min"], b).astype(np.float32),
+        "u_t": (1.5 * rng.normal(size=(b, d))).astype(np.float32),
+    }
+    for i, name in enumerate(("key_eval", "key_next", "key_post", "key_sample", "key_actor")):
+        inp[name] = np.asarray(jax.random.PRNGKey(1000 + i))
+    # revflow's posterior estimator draws row i's K reverse samples from split(key, B)[i]:
+    # the official side receives exactly these.
+    keys = jax.random.split(jnp.asarray(inp["key_post"]), b)
+    noise = jax.vmap(lambda k: jax.random.normal(k, (s["mc_samples"], d), jnp.float32))(keys)
+    inp["posterior_noise"] = np.asarray(noise)
+    return inp
+
+
+def recorder() -> optax.GradientTransformation:
+    """An optax transformation whose state after ``update`` is the gradient it was given."""
+
+    def init(params: Any) -> Any:
+        return jax.tree.map(jnp.zeros_like, params)
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del state, params
+        return jax.tree.map(jnp.zeros_like, grads), grads
+
+    return optax.GradientTransformation(init, update)
+
+
+def recorded_grads(clipping: optax.GradientTransformation, grads: Any) -> Any:
+    """``grads`` after ``clipping`` (an optax transform that keeps no state of use here)."""
+    return clipping.update(grads, clipping.init(grads))[0]
+
+
+def _kernel_singular_values(kernels: list[Any]) -> np.ndarray:
+    return np.concatenate(
+        [np.sort(np.linalg.svd(np.asarray(k), compute_uv=False)) for k in kernels]
+    )
+
+
+def _init_fingerprint(out: dict, agent_name: str, actor_kernels, actor_biases, critic) -> None:
+    p = critic["params"]["ensemble"]
+    layers = sorted(p, key=lambda n: int(n.split("_")[1]))
+    out[f"{agent_name}/init_actor_singular_values"] = _kernel_singular_values(actor_kernels)
+    out[f"{agent_name}/init_critic_singular_values"] = np.concatenate(
+        [
+            _kernel_singular_values([p[name]["kernel"][k] for name in layers])
+            for k in range(SIZES["num_critics"])
+        ]
+    )
+    biases = list(actor_biases) + [p[name]["bias"] for name in layers]
+    out[f"{agent_name}/init_max_abs_bias"] = np.array([max(float(np.abs(b).max()) for b in biases)])
+
+
+def _batch(inp: dict, states: str = "") -> Batch:
+    return Batch(
+        obs=jnp.asarray(inp[states + "obs"]),
+        action=jnp.asarray(inp["action"]),
+        reward=jnp.asarray(inp["reward"]),
+        next_obs=jnp.asarray(inp[states + "next_obs"]),
+        discount=SIZES["discount"] * jnp.asarray(inp["mask"]),
+    )
+
+
+def _tree(x: Any) -> Any:
+    return jax.tree.map(jnp.asarray, x)
+
+
+def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    s = SIZES
+    cfg = make_config(
+        "rfm",
+        preset,
+        batch_size=s["batch"],
+        gamma=s["discount"],
+        tau=s["tau"],
+        critic_hidden=(s["hidden"],) * s["layers"],
+        num_critics=s["num_critics"],
+        actor_hidden=s["hidden"],
+        actor_blocks=s["layers"],
+        embed_dim=s["emb"],
+        num_particles=s["particles"],
+        num_flow_steps=s["flow_steps"],
+        t_min=s["t_min"],
+        t_max=1.0 - s["t_min"],
+        num_reverse_samples=s["mc_samples"],
+        cv_ridge=s["cv_ridge"],
+        cv_clip=s["cv_clip"],
+        lam=s["lam"],
+    )
+    agent = make_agent("rfm", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    a = fresh.actor_params["params"]
+    first = [a[n]["kernel"] for n in ("cond_proj", "x_proj", "t_proj", "lam_proj")]
+    blocks = [a[f"blocks_{i}"]["kernel"] for i in range(cfg.actor_blocks)]
+    _init_fingerprint(
+        out,
+        "rfm",
+        [np.concatenate(first, 0), *blocks, a["out"]["kernel"]],
+        [a["x_proj"]["bias"]]
+        + [a[f"blocks_{i}"]["bias"] for i in range(cfg.actor_blocks)]
+        + [a["out"]["bias"]],
+        fresh.critic_params,
+    )
+
+    actor = _tree(
+        mapping.velocity_net(
+            unflatten(official, "rfm.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+        )
+    )
+    critic = _tree(mapping.critic(unflatten(official, "rfm.param.critic")))
+    target_critic = _tree(mapping.critic(unflatten(official, "rfm.param.target")))
+    state = fresh.replace(
+        actor_params=actor, critic_params=critic, target_critic_params=target_critic
+    )
+    values, grads = jax.jit(lambda st, x: _rfm_quantities(agent, st, x))(state, _tree(inp))
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"rfm.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _rfm_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
+    """Every rfm quantity (one jitted program): ``(values, gradient trees)``."""
+    s, cfg = SIZES, agent.config
+    out: dict[str, Any] = {}
+    grads_out: dict[str, Any] = {}
+    actor, critic = state.actor_params, state.critic_params
+    batch = _batch(inp)
+    t, u_t = inp["t"], inp["u_t"]
+    lam = agent.temperature(state.step)
+
+    out["rfm/velocity_net"] = agent.velocity_net.apply(actor, t, u_t, batch.obs, lam)
+    out["rfm/critic_q"] = agent.critic_net.apply(critic, batch.obs, batch.action)
+    out["rfm/critic_q_min"] = agent.q_min(critic, batch.obs, batch.action)
+    out["rfm/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+    key_next = inp["key_next"]
+    latent, _ = agent._policy_latent(state, key_next, batch.next_obs, "boltzmann")
+    out["rfm/td_next_latent"] = latent
+    target, _ = agent._td_target(state, key_next, batch, lam)
+    out["rfm/td_target"] = target
+
+    per_critic = cfg.critic_clip == "per-critic"
+    for tag, clip in (("", 0.0), ("_clipped", s["small_clip"])):
+        opt = optax.chain(gradient_clipping(clip, cfg.critic_clip), recorder())
+        _, opt_state, metrics = critic_td_step(
+            agent.critic_net, opt, critic, opt.init(critic), batch, target, per_critic=per_critic
+        )
+        out[f"rfm/critic_loss{tag}"] = metrics["critic_loss"][None]
+        grads_out[f"critic{tag}"] = opt_state[1]
+
+    post = agent.posterior(critic, inp["key_post"], batch.obs, u_t, t, lam)
+    out["rfm/posterior_mu1"] = post.x1
+    out["rfm/posterior_mu0"] = post.x0
+    out["rfm/posterior_ess"] = post.ess
+    out["rfm/posterior_cv_coefficient_mean"] = jnp.mean(post.coefficient, axis=-1)
+    out["rfm/regression_target"] = agent.regression_target(t, u_t, post)
+
+    loss, grads = jax.value_and_grad(lambda p: agent.actor_loss(p, batch.obs, t, u_t, post, lam))(
+        actor
+    )
+    for tag, clip in (("", 0.0), ("_clipped", s["small_clip"])):
+        out[f"rfm/actor_loss{tag}"] = loss[None]
+        grads_out[f"actor{tag}"] = recorded_grads(gradient_clipping(clip, "global"), grads)
+    return out, grads_out
+
+
+def run_sac(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    s = SIZES
+    cfg = make_config(
+        "sac",
+        preset,
+        batch_size=s["batch"],
+        gamma=s["discount"],
+        tau=s["tau"],
+        actor_hidden=(s["hidden"],) * s["layers"],
+        critic_hidden=(s["hidden"],) * s["layers"],
+        num_critics=s["num_critics"],
+    )
+    agent = make_agent("sac", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    a = fresh.actor_params["params"]
+    layers = sorted(a, key=lambda n: int(n.split("_")[1]))
+    _init_fingerprint(
+        out,
+        "sac",
+        [a[n]["kernel"] for n in layers],
+        [a[n]["bias"] for n in layers],
+        fresh.critic_params,
+    )
+    if cfg.actor_arch != "residual":  # no mapping onto a plain MLP: network quantities absent
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    state = fresh.replace(
+        actor_params=_tree(mapping.residual_mlp(unflatten(official, "sac.param.actor"))),
+        critic_params=_tree(mapping.critic(unflatten(official, "sac.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "sac.param.target"))),
+        log_alpha=jnp.log(jnp.float32(s["alpha"])),
+    )
+    values, grads = jax.jit(lambda st, x: _sac_quantities(agent, st, x))(state, _tree(inp))
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"sac.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
+    """Every sac quantity (one jitted program): ``(values, gradient trees)``."""
+    cfg = agent.config
+    out: dict[str, Any] = {}
+    actor, critic, log_alpha = state.actor_params, state.critic_params, state.log_alpha
+    batch = _batch(inp, "sac_")
+    alpha = jnp.exp(log_alpha)
+
+    out["sac/actor_net"] = agent.actor_net.apply(actor, batch.obs)
+    out["sac/critic_q"] = agent.critic_net.apply(critic, batch.obs, batch.action)
+    out["sac/eval_action_mean"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+    action, logp = agent.sample(actor, batch.obs, inp["key_sample"])
+    out["sac/sample_action"], out["sac/sample_log_prob"] = action, logp
+    out["sac/sample_action_wide_states"] = agent.sample(actor, inp["wide_obs"], inp["key_sample"])[
+        0
+    ]
+    target = agent.td_target(state, batch, inp["key_next"])
+    out["sac/td_target"] = target
+
+    opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), recorder())
+    _, opt_state, metrics = critic_td_step(
+        agent.critic_net,
+        opt,
+        critic,
+        opt.init(critic),
+        batch,
+        target,
+        per_critic=cfg.critic_clip == "per-critic",
+    )
+    out["sac/critic_loss"] = metrics["critic_loss"][None]
+
+    (loss, logp_pi), grads = jax.value_and_grad(agent.actor_loss, has_aux=True)(
+        actor, critic, batch.obs, alpha, inp["key_actor"]
+    )
+    out["sac/actor_loss"], out["sac/actor_log_prob"] = loss[None], logp_pi
+    alpha_loss, alpha_grad = jax.value_and_grad(agent.alpha_loss)(log_alpha, logp_pi)
+    out["sac/alpha_loss"], out["sac/alpha_grad"] = alpha_loss[None], alpha_grad[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
+def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
+    """``<agent>/default/<name>``: revflow's defaults under the names of
+    :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
+    c, t = make_config(agent, preset), TrainConfig()
+    common = {
+        "batch_size": c.batch_size,
+        "gamma": c.gamma,
+        "tau": c.tau,
+        "critic_lr": c.critic_lr,
+        "actor_lr": c.actor_lr,
+        "actor_max_grad_norm": c.max_grad_norm,
+        "critic_max_grad_norm": c.max_grad_norm,
+        "num_critics": c.num_critics,
+        "critic_width": c.critic_hidden[0] if len(set(c.critic_hidden)) == 1 else -1,
+        "critic_layers": len(c.critic_hidden),
+        "reward_scale": getattr(c, "reward_scale", 1.0),
+        "warmup_steps": t.warmup_steps,
+        "updates_per_step": t.utd,
+        "eval_episodes": t.eval_episodes,
+        "eval_every": t.eval_every,
+        "steps": t.steps,
+    }
+    if agent == "rfm":
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "lam": c.lam,
+            "lam_end": c.lam if c.lam_end is None else c.lam_end,
+            "num_flow_steps": c.num_flow_steps,
+            "num_reverse_samples": c.num_reverse_samples,
+            "num_particles_train": c.num_particles,
+            "num_particles_explore": c.num_particles,
+            "num_particles_eval": c.num_particles,
+            # their sampler and training times run over [t_min, 1 - t_min]
+            "t_min": c.t_min if abs(c.t_max - (1.0 - c.t_min)) < 1e-12 else -1,
+            "cv_ridge": c.cv_ridge,
+            "cv_clip": c.cv_clip,
+            "optimal_control_variate": c.control_variate == "optimal",
+            "policy_endpoints": c.endpoint_source == "policy",
+        }
+    else:
+        residual = c.actor_arch == "residual"
+        values = {
+            **common,
+            "alpha_lr": c.alpha_lr,
+            "actor_width": c.actor_hidden[0] if residual else -1,
+            "actor_blocks": len(c.actor_hidden) if residual else -1,
+            "log_std_min": c.log_std_min,
+            "log_std_max": c.log_std_max,
+        }
+    return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
+
+
+AGENTS = {"rfm": run_rfm, "sac": run_sac}
+
+
+def run(
+    inp: dict, official: dict, agents: tuple[str, ...] = ("rfm", "sac"), preset: str = "reference"
+) -> dict[str, np.ndarray]:
+    """Every revflow quantity of ``agents`` on the inputs, under the official parameters."""
+    out: dict[str, np.ndarray] = {}
+    for name in agents:
+        out.update(AGENTS[name](inp, official, preset))
+        out.update(published_defaults(name, preset))
+    return out

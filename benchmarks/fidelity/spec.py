@@ -1,0 +1,140 @@
+"""What both sides of the fidelity harness share: problem sizes, and the .npz layout.
+
+Plain Python and numpy only: the official side imports this module under the authors'
+environment (jax 0.6.2), the revflow side under revflow's. Nothing here computes.
+
+Layout. ``inputs.npz`` (written by the revflow side, read by both) holds the batch, the
+noisy points, the PRNG keys (raw uint32 key data) and the injected posterior noise.
+``official.npz`` and ``revflow.npz`` hold ``<agent>.param.<net>/<path>`` (the official side's
+initial parameters, which the revflow side maps onto its own networks) and ``<agent>/<quantity>``
+arrays: every quantity both sides compute, compared by ``check.py``.
+
+Conditioning. SAC's log-density carries the authors' tanh correction ``log(1 - a^2 + 1e-6)``;
+at a saturated action (|u| > ~6 in float32) one ulp of ``a = tanh(u)`` moves it by up to ~0.1,
+and the two XLA versions (and fused vs op-by-op code) differ in tanh's last ulp. SAC's inputs
+therefore use states scaled so that its samples stay well inside (-1, 1); a second, wider set
+of states drives some log-stds past the clip bound 2, and only the actions are compared there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Small sizes: the quantities are exact functions, so size only changes the run time.
+SIZES: dict[str, Any] = {
+    "obs_dim": 5,
+    "act_dim": 3,
+    "batch": 8,
+    "hidden": 32,
+    "layers": 2,  # residual blocks of the actor nets; hidden layers of each critic
+    "emb": 16,
+    "num_critics": 2,
+    "particles": 4,
+    "flow_steps": 3,
+    "mc_samples": 16,
+    "lam": 0.05,
+    "t_min": 0.01,
+    "cv_ridge": 1e-4,
+    "cv_clip": 2.0,
+    "discount": 0.99,
+    "tau": 0.005,
+    "actor_lr": 3e-4,
+    "critic_lr": 1e-3,
+    "alpha": 0.3,  # SAC temperature at which losses and gradients are compared
+    "small_clip": 0.05,  # a clip norm that every gradient here exceeds: clipping is exercised
+    "seed": 0,
+}
+
+
+def flatten(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+    """Nested dicts of arrays -> ``{prefix/key/...: array}``."""
+    out: dict[str, np.ndarray] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) or hasattr(node, "items"):
+            for key in sorted(node):
+                walk(node[key], f"{path}/{key}")
+        else:
+            out[path] = np.asarray(node)
+
+    walk(tree, prefix)
+    return out
+
+
+def unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
+    """Inverse of :func:`flatten` for the keys under ``prefix``."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        if not name.startswith(prefix + "/"):
+            continue
+        parts = name[len(prefix) + 1 :].split("/")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = np.asarray(value)
+    return tree
+
+
+#: Published defaults compared by name: ``name -> path in the authors' config`` (rfm:
+#: ``configs/default.yaml`` overlaid by ``configs/rfm.yaml``, as their ``run.sh`` runs it; sac:
+#: ``configs/default.yaml`` alone). null (no clipping) reads as 0; booleans as 0 / 1.
+HYPERPARAMETERS: dict[str, dict[str, str]] = {
+    "rfm": {
+        "batch_size": "trainer.batch_size",
+        "gamma": "critic.discount",
+        "tau": "critic.tau",
+        "critic_lr": "critic.lr",
+        "actor_lr": "actor.lr",
+        "actor_max_grad_norm": "actor.max_grad_norm",
+        "critic_max_grad_norm": "critic.max_grad_norm",
+        "num_critics": "critic.num_q",
+        "critic_width": "critic.hidden_size",
+        "critic_layers": "critic.hidden_layers",
+        "actor_width": "actor.hidden_size",
+        "actor_blocks": "actor.hidden_layers",
+        "embed_dim": "actor.emb_size",
+        "lam": "rfm.init_temperature",
+        "lam_end": "rfm.final_temperature",
+        "num_flow_steps": "rfm.num_integration_steps",
+        "num_reverse_samples": "rfm.num_estimator_mc_samples",
+        "num_particles_train": "rfm.num_particles_training",
+        "num_particles_explore": "rfm.num_particles_data",
+        "num_particles_eval": "rfm.num_particles_eval",
+        "t_min": "rfm.t_min",
+        "cv_ridge": "rfm.cv_ridge",
+        "cv_clip": "rfm.cv_clip",
+        "optimal_control_variate": "rfm.cv_weight_autotune",
+        "policy_endpoints": "rfm.rfm_on_policy",
+        "reward_scale": "trainer.reward_scale",
+        "warmup_steps": "trainer.start_training",
+        "updates_per_step": "trainer.updates_per_step",
+        "eval_episodes": "trainer.num_eval_envs",
+        "eval_every": "trainer.eval_interval",
+        "steps": "trainer.max_steps",
+    },
+    "sac": {
+        "batch_size": "trainer.batch_size",
+        "gamma": "critic.discount",
+        "tau": "critic.tau",
+        "critic_lr": "critic.lr",
+        "actor_lr": "actor.lr",
+        "alpha_lr": "sac.alpha_lr",
+        "actor_max_grad_norm": "actor.max_grad_norm",
+        "critic_max_grad_norm": "critic.max_grad_norm",
+        "num_critics": "critic.num_q",
+        "critic_width": "critic.hidden_size",
+        "critic_layers": "critic.hidden_layers",
+        "actor_width": "actor.hidden_size",
+        "actor_blocks": "actor.hidden_layers",
+        "log_std_min": "sac.log_std_min",
+        "log_std_max": "sac.log_std_max",
+        "reward_scale": "trainer.reward_scale",
+        "warmup_steps": "trainer.start_training",
+        "updates_per_step": "trainer.updates_per_step",
+        "eval_episodes": "trainer.num_eval_envs",
+        "eval_every": "trainer.eval_interval",
+        "steps": "trainer.max_steps",
+    },
+}

@@ -1,0 +1,117 @@
+"""The revflow side of benchmarks/fidelity on its stored inputs, against the stored outputs of
+the authors' code (written by ``compare.py --store``): the harness cannot rot, and revflow's
+rfm and sac defaults stay equal to the authors' on every compared quantity."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIDELITY = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity"
+sys.path.insert(0, str(FIDELITY))
+
+import check  # noqa: E402
+import revflow_side  # noqa: E402
+
+
+def _load(name: str) -> dict[str, np.ndarray]:
+    with np.load(FIDELITY / "data" / name) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def stored() -> tuple[dict, dict]:
+    return _load("inputs.npz"), _load("official.npz")
+
+
+def test_inputs_are_reproducible(stored) -> None:
+    """make_inputs still draws the stored inputs (incl. the posterior noise revflow's
+    estimator draws from its key); otherwise the stored official outputs are stale."""
+    inputs, _ = stored
+    fresh = revflow_side.make_inputs()
+    assert sorted(fresh) == sorted(inputs)
+    for key, value in inputs.items():
+        np.testing.assert_array_equal(fresh[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("agent", ["rfm", "sac"])
+def test_defaults_match_the_authors(stored, agent: str) -> None:
+    inputs, official = stored
+    rows = check.compare(official, revflow_side.run(inputs, official, (agent,)), (agent,))
+    assert len(rows) >= 15
+    bad = [r for r in rows if not r.ok]
+    assert not bad, check.table(bad)
+
+
+def test_check_flags_a_departure(stored) -> None:
+    """The check can fail: a factor of 2 in one official output, or in one official gradient
+    leaf, is flagged (``compare.py --preset revflow`` shows the real departures)."""
+    _, official = stored
+    mine = dict(official)
+    mine["rfm/velocity_net"] = 2.0 * official["rfm/velocity_net"]
+    leaf = next(k for k in official if k.startswith("rfm.grad.actor/"))
+    mine[leaf] = 2.0 * official[leaf]
+    # Map the official gradient onto revflow's layout to stand in for the revflow side.
+    grads = check.flatten(
+        check.GRADIENTS[("rfm", "actor")](check.unflatten(mine, "rfm.grad.actor")),
+        "rfm.grad.actor",
+    )
+    mine.update(grads)
+    rows = {r.quantity: r for r in check.compare(official, mine, ("rfm",))}
+    assert not rows["velocity_net"].ok and not rows["actor_grad"].ok
+    assert rows["critic_q"].ok and rows["posterior_mu1"].ok
+
+
+def test_relative_difference_and_table() -> None:
+    assert check.relative_difference(np.array([2.0, 4.0]), np.array([2.0, 4.4])) == pytest.approx(
+        0.4 / 4.4
+    )
+    assert check.relative_difference(np.array([0.1]), np.array([0.0])) == pytest.approx(0.1)
+    assert np.isnan(check.relative_difference(np.zeros(2), np.zeros(3)))
+    rows = [check.Row("rfm", "a", 1e-7, 1e-5), check.Row("rfm", "b", float("nan"), 1e-5)]
+    text = check.table(rows)
+    assert "missing" in text and text.splitlines()[-1] == "fidelity: 1 of 2 quantities match"
+
+
+def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
+    """learning.py: the plan (2 implementations x 2 agents x 2 tasks x 3 seeds), commands
+    that set the same values on both sides, finished runs skipped, and the authors'
+    metrics.jsonl converted into a run that revflow's report reads."""
+    import learning
+
+    from revflow.report import load_run
+
+    official = tmp_path / "official"
+    (official / "configs").mkdir(parents=True)
+    (official / "main.py").write_text("")
+    (official / "configs" / "rfm.yaml").write_text("")
+    results = tmp_path / "results"
+    argv = ["--official", str(official), "--official-python", "py", "--results", str(results)]
+    assert learning.main([*argv, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "0 of 24 runs done; 24 to go" and len(lines) == 25
+    rfm_authors = next(x for x in lines if "algo=rfm" in x)
+    assert "--config" in rfm_authors and "rfm.num_particles_training=8" in rfm_authors
+    assert "logger.wandb_project=none" in rfm_authors and "trainer.num_eval_envs=25" in rfm_authors
+    sac_authors = next(x for x in lines if "algo=sac" in x)
+    assert "--config" not in sac_authors  # their run.sh: baselines without a config file
+    rfm_revflow = next(x for x in lines if "--algo rfm" in x)
+    assert "--agent.num-particles 8" in rfm_revflow and "--eval-episodes 25" in rfm_revflow
+
+    run = learning.Run("authors", "rfm", "dmc:cartpole-swingup", 0)
+    logs = tmp_path / "logs" / "x"
+    logs.mkdir(parents=True)
+    records = [{"step": s, "episode_reward": 10.0 + s / 100} for s in (0, 2500, 5000)]
+    (logs / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [{"step": 1000, "q_loss": 1.0}, *records]) + "\n"
+    )
+    loaded, _ = load_run(learning.convert_official(run, tmp_path / "logs", results))
+    assert loaded.label == "rfm-authors" and loaded.complete
+    np.testing.assert_array_equal(loaded.steps, [0, 2500, 5000])
+    np.testing.assert_allclose(loaded.returns, [10.0, 35.0, 60.0])
+    assert learning.main([*argv, "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "1 of 24 runs done; 23 to go"
