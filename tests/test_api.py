@@ -132,7 +132,7 @@ def test_custom_env_through_cli_and_python(algo, tmp_path, capsys, compile_cache
     run = revflow.load(run_dir)
     assert run.algo == algo and run.env == GYM_ID and run.step == 200
     assert run.checkpoints == [100, 200] and run.result["env_steps"] == 200
-    assert list(run.evals["step"]) == [100, 200] and "step" in run.metrics.columns
+    assert list(run.evals["step"]) == [0, 100, 200] and "step" in run.metrics.columns
     exported = revflow.load_policy(out)
     assert (exported.obs_dim, exported.act_dim) == (4, 2)
     assert exported.info["step"] == 200 and exported.info["env"] == GYM_ID
@@ -165,7 +165,7 @@ def test_custom_env_through_cli_and_python(algo, tmp_path, capsys, compile_cache
     py_run = revflow.train(algo, FACTORIES[algo], "fast", seed=0, run_dir=tmp_path / "py", **opts)
     assert py_run.env.startswith("py:") and py_run.result["env_steps"] == 200
     assert py_run.agent_config == run.agent_config
-    assert len(py_run.evals) == 2 and np.isfinite(py_run.evals["eval/return_mean"]).all()
+    assert len(py_run.evals) == 3 and np.isfinite(py_run.evals["eval/return_mean"]).all()
     mean, std = py_run.evaluate(episodes=2)
     assert np.isfinite(mean) and std >= 0
     py_run.export(tmp_path / "py_policy")
