@@ -53,6 +53,10 @@ class Target:
     extent: float
 
     @property
+    def dim(self) -> int:
+        return int(self.mode_centers.shape[1])
+
+    @property
     def num_modes(self) -> int:
         return int(self.mode_centers.shape[0])
 
