@@ -9,7 +9,7 @@ jitted step, method note §6 steps 3-5 without the critic):
 3. mu1 = E[x1 | x_t] estimated with K reverse samples by
    :func:`revflow.estimators.estimate_posterior_mean_batch` under the method's control variate
    (method note §4); for a method with ``max_score_norm`` the score (alpha_t mu1 - x_t) /
-   beta_t^2 that mu1 implies is clipped to that norm (iDEM), and mu1 recomputed from it;
+   beta_t^2 that mu1 implies is clipped to that norm (iDEM; :func:`clipped_target`);
 4. an Adam step (gradient-norm clipped, warm-up + cosine learning rate) on
    ||net(t, x_t) - target(mu1)||^2, where the target is the velocity (flow) or
    eps = E[x0 | x_t] (diffusion) of mu1 (method note §2). An update whose loss or gradient
@@ -35,9 +35,9 @@ from flax import struct
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from revflow.estimators import estimate_posterior_mean_batch
-from revflow.losses import generative_loss
+from revflow.losses import regression_loss, regression_target
 from revflow.networks import DenoiserNet, VelocityNet
-from revflow.paths import VE, Linear, Path, VPCosine, score_to_x1, x1_to_score
+from revflow.paths import VE, Linear, Path, VPCosine, convert, x1_to_eps
 from revflow.samplers import ddim_sample, ddpm_sample, flow_ode_sample
 from revflow.sampling.methods import IDEM_SIGMA_MAX, IDEM_SIGMA_MIN, MethodSpec, TrainConfig
 
@@ -146,14 +146,25 @@ def init_state(key: Array, model: Model, cfg: TrainConfig) -> TrainState:
     return TrainState(params, make_optimizer(cfg).init(params), zero, params, zero)
 
 
-def clip_score_norm(path: Path, t: Array, x_t: Array, mu1: Array, max_norm: float) -> Array:
-    """mu1 whose implied score (alpha_t mu1 - x_t) / beta_t^2 has norm <= ``max_norm`` per row
-    (iDEM's score clipping: the score is rescaled, its direction kept)."""
+def clipped_target(
+    path: Path, t: Array, x_t: Array, mu1: Array, parameterisation: str, max_norm: float
+) -> Array:
+    """The regression target of mu1 with its implied score clipped to norm <= ``max_norm`` per
+    row (iDEM's score clipping: the score is rescaled, its direction kept).
+
+    The clip is applied to eps = (x_t - alpha_t mu1) / beta_t = -beta_t * score, as
+    |eps| <= max_norm * beta_t, so that no quantity of size beta_t^2 (1e-10 at the end of
+    iDEM's VE path) meets float32 round-off; an eps target is returned as it is, any other
+    parameterisation converted from it."""
     tt = t[:, None]
-    score = x1_to_score(path, tt, x_t, mu1)
-    norm = jnp.sqrt(jnp.sum(score * score, axis=-1, keepdims=True))
-    score = score * jnp.minimum(1.0, max_norm / (norm + 1e-6))
-    return score_to_x1(path, tt, x_t, score)
+    beta = path.beta(tt)
+    eps = x1_to_eps(path, tt, x_t, mu1)
+    norm = jnp.sqrt(jnp.sum(eps * eps, axis=-1, keepdims=True))
+    eps = eps * jnp.minimum(1.0, max_norm * beta / (norm + 1e-30))
+    target = (
+        eps if parameterisation == "eps" else convert(path, tt, x_t, eps, "eps", parameterisation)
+    )
+    return jax.lax.stop_gradient(target)
 
 
 def noisy_points(
@@ -205,12 +216,15 @@ def update_step(
             method.control_variate,
         )
         mu1, ess = est.x1, jnp.mean(est.ess)
-        if method.max_score_norm is not None:
-            mu1 = clip_score_norm(model.path, t, x_t, mu1, method.max_score_norm)
+    if method.max_score_norm is None:
+        target = regression_target(model.path, t, x_t, mu1, model.parameterisation)
+    else:
+        target = clipped_target(
+            model.path, t, x_t, mu1, model.parameterisation, method.max_score_norm
+        )
 
     def loss_fn(params: Any) -> Array:
-        predict = lambda tt, xx: model.net.apply(params, cfg.time_scale * tt, xx)
-        return generative_loss(predict, model.path, t, x_t, mu1, model.parameterisation)
+        return regression_loss(model.net.apply(params, cfg.time_scale * t, x_t), target)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     finite = jnp.isfinite(loss) & jnp.all(

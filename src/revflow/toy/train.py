@@ -47,8 +47,13 @@ class TrainResult:
     params: Any = dataclasses.field(repr=False, default=None)
 
 
-def _options(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
+def _options(cfg: TrainConfig, spec: MethodSpec, target: Target) -> dict[str, Any]:
+    """cfg's fields but ``steps``; a method on the VE path (iDEM, sigma_max = 1) works in
+    coordinates normalised by the target's ``normalisation`` as DEM does."""
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
+    if spec.path == "ve-geometric":
+        options["scale"] = target.normalisation
+    return options
 
 
 def train(
@@ -79,7 +84,7 @@ def train(
         steps=cfg.steps,
         progress=progress,
         exact_sampler=target.sample if spec.oracle else None,
-        **_options(cfg),
+        **_options(cfg, spec, target),
     )
     samples = np.asarray(sampler.sample(k_sample, num_eval_samples))
     if truth is None:
