@@ -119,6 +119,10 @@ def get_method(name: str) -> MethodSpec:
 class TrainConfig:
     """Budget, optimiser and model sizes shared by every method (equal cost comparison).
 
+    The defaults are the setup under which the oracle ``fm-exact`` recovers every mode of the
+    toy targets and reaches its MMD^2 floor (docs/toy*: 16/16 grid modes at 2000 updates,
+    no better at 3000); the earlier Adam 3e-4, width 128 x 2 blocks, EMA 0.99 found 2/16.
+
     The optimiser is Adam with global-norm gradient clipping; its learning rate warms up
     linearly over ``warmup`` updates to ``lr`` and then decays along a cosine to
     ``lr * lr_final`` at ``steps`` (``lr_final = 1``: constant). Samples are drawn with an
@@ -127,20 +131,20 @@ class TrainConfig:
     constant) and its samples are multiplied back; 1 = the target's own coordinates.
     """
 
-    steps: int = 1000
+    steps: int = 2000
     batch: int = 256
     num_reverse_samples: int = 64  # K, the posterior-estimation budget per noisy point
     proposal: str = "model"
     broad_std: float = 3.0
     t_min: float = 0.01
     t_max: float = 0.99
-    lr: float = 3e-4
-    lr_final: float = 1.0
-    warmup: int = 0
+    lr: float = 3e-3
+    lr_final: float = 0.1
+    warmup: int = 100
     grad_clip: float = 10.0
-    ema: float = 0.99
-    hidden: int = 128
-    num_blocks: int = 2
+    ema: float = 0.995
+    hidden: int = 256
+    num_blocks: int = 3
     time_embed_dim: int = 64
     flow_steps: int = 20
     diffusion_steps: int = 100

@@ -27,8 +27,10 @@ Euclidean cost, square root), mean ± std over 25 batches (:func:`w2_batches`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from importlib import resources
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -92,3 +94,155 @@ def w2_batches(
         k_model, k_exact = jax.random.split(k)
         out.append(w2(np.asarray(sample_model(k_model, n)), np.asarray(sample_exact(k_exact, n))))
     return np.asarray(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The GMM-40 comparison: python -m revflow.toy.gmm40 --out docs/toy_gmm40
+
+
+@dataclasses.dataclass
+class Gmm40Args:
+    """Arguments of the GMM-40 comparison."""
+
+    out: str = "out/toy_gmm40"
+    methods: str = "rfm,qne,idem"
+    """comma-separated names of revflow.sampling.METHODS"""
+    seeds: int = 3
+    """seeds 0 .. seeds-1 per method"""
+    steps: int = 2000
+    num_reverse_samples: int = 64
+    proposal: str = "broad"
+    broad_std: float = 1.0
+    """std of the broad proposal in the model's coordinates x / 50"""
+    exact_only: bool = False
+    """only measure exact samples vs exact samples (the check of the protocol)"""
+    progress: bool = True
+
+
+def _table(records: list[dict], exact: np.ndarray) -> str:
+    lines = [
+        "| sampler | W2 (mean ± std over 25 batches) | source |",
+        "|---|---:|---|",
+    ]
+    for name, (mean, std) in PUBLISHED_W2.items():
+        lines.append(f"| {name} | {mean:.3f} ± {std:.3f} | published ({PUBLISHED_SOURCE}) |")
+    lines.append(
+        f"| exact samples vs exact samples | {exact.mean():.3f} ± {exact.std():.3f} | "
+        "revflow (this run) |"
+    )
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    for m in methods:
+        rs = [r for r in records if r["method"] == m]
+        means = np.array([r["w2_mean"] for r in rs])
+        per_seed = ", ".join(f"{r['w2_mean']:.2f} ± {r['w2_std']:.2f}" for r in rs)
+        lines.append(
+            f"| revflow {m} | {means.mean():.3f} ± {means.std():.3f} over {len(rs)} seeds "
+            f"(per seed: {per_seed}) | revflow (this run) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_gmm40(args: Gmm40Args) -> dict:
+    """Train each method on GMM-40 with each seed, measure W2 as the blog post does, and
+    write results.json, results.md and samples.png under ``args.out``."""
+    import json
+    import time
+
+    from revflow.sampling import fit, get_method
+    from revflow.toy.targets import get_target
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)
+    if args.seeds < 1 or args.steps < 1:
+        raise ValueError(f"need seeds >= 1 and steps >= 1, got {args.seeds}, {args.steps}")
+    target = get_target("gmm40")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    exact = w2_batches(target.sample, target.sample, jax.random.key(12345))
+    print(f"exact vs exact: W2 {exact.mean():.3f} ± {exact.std():.3f} (25 batches of 1000)")
+    records, shown = [], {}
+    for m in [] if args.exact_only else methods:
+        spec = get_method(m)
+        for seed in range(args.seeds):
+            key = jax.random.key(seed)
+            k_fit, k_eval = jax.random.split(key)
+            sampler = fit(
+                target.log_prob,
+                2,
+                k_fit,
+                method=m,
+                steps=args.steps,
+                progress=args.progress,
+                exact_sampler=target.sample if spec.oracle else None,
+                scale=DEM_NORMALIZATION,
+                proposal=args.proposal,
+                broad_std=args.broad_std,
+                num_reverse_samples=args.num_reverse_samples,
+            )
+            vals = w2_batches(sampler.sample, target.sample, k_eval)
+            rec = {
+                "method": m,
+                "seed": seed,
+                "w2_mean": float(vals.mean()),
+                "w2_std": float(vals.std()),
+                "w2_batches": [float(v) for v in vals],
+                "skipped_updates": sampler.skipped_updates,
+                "train_time_s": round(sampler.train_time, 1),
+            }
+            records.append(rec)
+            print(f"{m} seed {seed}: W2 {vals.mean():.3f} ± {vals.std():.3f}", flush=True)
+            if seed == 0:
+                shown[m] = np.asarray(sampler.sample(jax.random.key(99), 2000))
+    wall = time.perf_counter() - start
+    summary = {
+        "target": "gmm40 (FAB / iDEM)",
+        "protocol": "W2 = sqrt(ot.emd2) on squared Euclidean cost, 1000 model vs 1000 exact "
+        "samples, 25 batches",
+        "published": {k: list(v) for k, v in PUBLISHED_W2.items()},
+        "published_source": PUBLISHED_SOURCE,
+        "exact_vs_exact": {"mean": float(exact.mean()), "std": float(exact.std())},
+        "args": dataclasses.asdict(args),
+        "training": {**dataclasses.asdict(sampler.config)} if records else {},
+        "wall_time_s": round(wall, 1),
+        "results": records,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "results.md").write_text(
+        "# GMM-40 (FAB / iDEM target): W2 between 1000 model and 1000 exact samples\n\n"
+        f"Command: `python -m revflow.toy.gmm40 --out {args.out} --steps {args.steps} "
+        f"--seeds {args.seeds} --methods {args.methods}`. Wall time {wall:.0f} s.\n\n"
+        + _table(records, exact)
+    )
+    if shown:
+        _figure(out / "samples.png", target, shown)
+    return summary
+
+
+def _figure(path: Path, target, shown: dict[str, np.ndarray]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("exact", np.asarray(target.sample(jax.random.key(7), 2000))), *shown.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
+    for ax, (name, x) in zip(axes[0], panels, strict=True):
+        ax.scatter(x[:, 0], x[:, 1], s=1.0, alpha=0.5, lw=0, color="k" if name == "exact" else "C0")
+        ax.scatter(*target.mode_centers.T, s=6, marker="x", color="C3", lw=0.6)
+        ax.set_xlim(-target.extent, target.extent)
+        ax.set_ylim(-target.extent, target.extent)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import tyro
+
+    run_gmm40(tyro.cli(Gmm40Args))
