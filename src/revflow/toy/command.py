@@ -323,6 +323,7 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    (out / "records.jsonl").write_text("")
     start = time.perf_counter()
     truths, shown, records, floors = {}, {}, [], []
     for ti, tname in enumerate(targets):
