@@ -273,3 +273,21 @@ def test_cli_sample_bad_input_one_error_line_exit_2(density_module, capsys, extr
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and match in err and "\n" not in err
     assert not (density_module / "o").exists()
+
+
+def test_readme_sampling_example_runs(tmp_path, monkeypatch):
+    """The README's sampler example runs as written (with 3 updates instead of 1500)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "sampling.fit(" in b]
+    assert "steps=1500" in code
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(
+        compile(code.replace("steps=1500", "steps=3, hidden=8, progress=False"), "README", "exec"),
+        scope,
+    )
+    assert scope["x"].shape == (1000, 3)
+    assert scope["same"].dim == 3 and (tmp_path / "out" / "two_gaussians").is_dir()
