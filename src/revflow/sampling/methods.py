@@ -119,9 +119,9 @@ def get_method(name: str) -> MethodSpec:
 class TrainConfig:
     """Budget, optimiser and model sizes shared by every method (equal cost comparison).
 
-    The defaults are the setup under which the oracle ``fm-exact`` recovers every mode of the
-    toy targets and reaches its MMD^2 floor (docs/toy*: 16/16 grid modes at 2000 updates,
-    no better at 3000); the earlier Adam 3e-4, width 128 x 2 blocks, EMA 0.99 found 2/16.
+    The defaults are the setup chosen for the oracle ``fm-exact`` to recover every mode of
+    the toy targets (docs/toy_budget: the 16-mode grid over 250 ... 2000 updates); the
+    earlier Adam 3e-4, width 128 x 2 blocks, EMA 0.99 found 2/16 grid modes at 3000.
 
     The optimiser is Adam with global-norm gradient clipping; its learning rate warms up
     linearly over ``warmup`` updates to ``lr`` and then decays along a cosine to

@@ -105,7 +105,7 @@ class Gmm40Args:
     """Arguments of the GMM-40 comparison."""
 
     out: str = "out/toy_gmm40"
-    methods: str = "rfm,qne,idem"
+    methods: str = "idem,qne,rfm-none,rfm"
     """comma-separated names of revflow.sampling.METHODS"""
     seeds: int = 3
     """seeds 0 .. seeds-1 per method"""
@@ -159,6 +159,7 @@ def run_gmm40(args: Gmm40Args) -> dict:
     target = get_target("gmm40")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "records.jsonl").write_text("")
     start = time.perf_counter()
     exact = w2_batches(target.sample, target.sample, jax.random.key(12345))
     print(f"exact vs exact: W2 {exact.mean():.3f} ± {exact.std():.3f} (25 batches of 1000)")
@@ -192,6 +193,8 @@ def run_gmm40(args: Gmm40Args) -> dict:
                 "train_time_s": round(sampler.train_time, 1),
             }
             records.append(rec)
+            with (out / "records.jsonl").open("a") as f:  # survives an interrupted run
+                f.write(json.dumps(rec) + "\n")
             print(f"{m} seed {seed}: W2 {vals.mean():.3f} ± {vals.std():.3f}", flush=True)
             if seed == 0:
                 shown[m] = np.asarray(sampler.sample(jax.random.key(99), 2000))
