@@ -324,6 +324,26 @@ def test_aggregate_mean_std_over_seeds():
     assert cells[3] == "2.000 ± 1.0" and cells[6] == "8, 7 / 8"
 
 
+def test_table_from_records_files(tmp_path):
+    from revflow.toy.command import table_from_records
+
+    rec = {
+        "target": "grid",
+        "method": "rfm",
+        "steps": 5,
+        "sw": 1.0,
+        "mmd2": 0.5,
+        "sinkhorn": 2.0,
+        "modes": 3,
+        "modes_total": 16,
+        "train_time_s": 1.0,
+    }
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({**rec, "seed": 0}) + "\n" + json.dumps({**rec, "seed": 1}) + "\n")
+    table = table_from_records([str(path)])
+    assert "| grid | rfm | 5 | 1.000 ± 0.0 | 0.50 ± 0.0 | 2.000 ± 0.0 | 3, 3 / 16 | 1.0 |" in table
+
+
 def test_run_toy_writes_table_and_figure(tmp_path):
     args = ToyArgs(
         target="two-moons",

@@ -399,3 +399,18 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
     _figure(out / "samples.png", targets, methods, truths, shown)
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'samples.png'}")
     return summary
+
+
+def table_from_records(paths: list[str]) -> str:
+    """The markdown table (mean ± std over seeds) of the records in ``records.jsonl`` files,
+    e.g. of runs stopped before they wrote ``results.md``."""
+    records = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join("---" for _ in _COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_row(row)) + " |" for row in aggregate(records)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m revflow.toy.command RECORDS.jsonl ... > table.md
+    import sys
+
+    print(table_from_records(sys.argv[1:]), end="")
