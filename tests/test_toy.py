@@ -321,7 +321,7 @@ def test_aggregate_mean_std_over_seeds():
     (row,) = aggregate(recs)
     assert row["seeds"] == 2 and row["sw"] == [1.0, 3.0] and row["modes"] == [8, 7]
     cells = _row(row)
-    assert cells[3] == "2.000 ± 1.0" and cells[6] == "8, 7 / 8"
+    assert cells[3] == "2.000 ± 1.00" and cells[6] == "8, 7 / 8"
 
 
 def test_table_from_records_files(tmp_path):
@@ -341,7 +341,7 @@ def test_table_from_records_files(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text(json.dumps({**rec, "seed": 0}) + "\n" + json.dumps({**rec, "seed": 1}) + "\n")
     table = table_from_records([str(path)])
-    assert "| grid | rfm | 5 | 1.000 ± 0.0 | 0.50 ± 0.0 | 2.000 ± 0.0 | 3, 3 / 16 | 1.0 |" in table
+    assert "| grid | rfm | 5 | 1.000 ± 0 | 0.50 ± 0 | 2.000 ± 0 | 3, 3 / 16 | 1.0 |" in table
 
 
 def test_run_toy_writes_table_and_figure(tmp_path):
