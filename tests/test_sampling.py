@@ -205,7 +205,9 @@ def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
     assert float(sched(0)) == 0.0
     assert math.isclose(float(sched(10)), 1e-3, rel_tol=1e-5)
     assert math.isclose(float(sched(100)), 1e-4, rel_tol=1e-4)
-    assert float(learning_rate(sampling.TrainConfig(lr=2e-4))(500)) == pytest.approx(2e-4)
+    constant = sampling.TrainConfig(lr=2e-4, warmup=0, lr_final=1.0)
+    assert float(learning_rate(constant)(500)) == pytest.approx(2e-4)
+    assert sampling.api.make_config(5, {}).warmup == 0  # default warm-up shrinks for short runs
 
 
 def test_non_finite_updates_are_skipped_and_counted():

@@ -111,6 +111,8 @@ def make_config(steps: int, options: dict[str, Any]) -> TrainConfig:
         raise ValueError(f"unknown option {unknown[0]!r}; available: {', '.join(_OPTIONS)}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise ValueError(f"steps must be an int, got {steps!r}")
+    if "warmup" not in options:  # the default warm-up, at most a tenth of a short run
+        options = {**options, "warmup": min(TrainConfig.warmup, int(steps) // 10)}
     cfg = TrainConfig(steps=int(steps), **options)
     cfg.validate()
     return cfg
