@@ -12,7 +12,7 @@ import pytest
 
 from revflow.toy import metrics
 from revflow.toy.command import ToyArgs, run_toy, validate
-from revflow.toy.targets import TARGETS, get_target
+from revflow.toy.targets import TARGETS, TOY_TARGETS, get_target
 from revflow.toy.train import METHODS, TrainConfig, get_method, sample_untrained, train
 
 # --------------------------------------------------------------------------------------------
@@ -37,7 +37,8 @@ def _histogram(samples: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def test_registry_has_three_multimodal_targets_and_clear_error():
-    assert {"two-moons", "ring", "grid"} <= set(TARGETS)
+    assert {"two-moons", "ring", "grid", "gmm40"} <= set(TARGETS)
+    assert set(TOY_TARGETS) == {"two-moons", "ring", "grid"}
     for target in TARGETS.values():
         assert target.mode_centers.shape == (target.num_modes, 2)
         assert target.num_modes >= 2
@@ -82,7 +83,7 @@ def test_exact_sampler_matches_log_prob_histogram(name):
     assert tv_other > 0.3, tv_other
 
 
-@pytest.mark.parametrize("name", ["ring", "grid"])
+@pytest.mark.parametrize("name", ["ring", "grid", "gmm40"])
 def test_mixture_log_prob_is_normalised(name):
     target = TARGETS[name]
     lim, n = target.extent + 1.0, 400
@@ -198,12 +199,14 @@ def test_all_metrics_nonfinite_samples_score_inf():
 # Measured on the 2-core CPU (ring, 400 updates, batch 256, K 64, model proposal, seeds 0-2):
 # trained RFM MMD^2 0.014-0.015, untrained flow 0.09-0.24. Threshold in between with margin.
 MMD2_THRESHOLD = 0.04
+# The smaller, slower-learning setup those measurements were made with (cheap for CI).
+OLD_SETUP = dict(lr=3e-4, hidden=128, num_blocks=2, ema=0.99, warmup=0, lr_final=1.0)
 
 
 def test_short_rfm_training_beats_threshold_untrained_fails():
     target = TARGETS["ring"]
     truth = np.asarray(target.sample(jax.random.key(7), 1500))
-    cfg = TrainConfig(steps=400, batch=256, num_reverse_samples=64, proposal="model")
+    cfg = TrainConfig(steps=400, batch=256, num_reverse_samples=64, proposal="model", **OLD_SETUP)
     result = train(target, "rfm", cfg, jax.random.key(0), 1500, truth=truth, progress=False)
     untrained = sample_untrained("rfm", cfg, jax.random.key(0), 1500)
     untrained_mmd2 = float(metrics.mmd2(untrained, truth))
@@ -219,7 +222,7 @@ def test_short_rfm_training_beats_threshold_untrained_fails():
 def test_diffusion_broad_proposal_trains():
     target = TARGETS["two-moons"]
     truth = np.asarray(target.sample(jax.random.key(7), 1000))
-    cfg = TrainConfig(steps=200, proposal="broad", num_reverse_samples=32)
+    cfg = TrainConfig(steps=200, proposal="broad", num_reverse_samples=32, **OLD_SETUP)
     result = train(target, "qne", cfg, jax.random.key(1), 1000, truth=truth, progress=False)
     untrained = sample_untrained("qne", cfg, jax.random.key(1), 1000)
     assert np.all(np.isfinite(result.samples))
@@ -234,7 +237,7 @@ def test_exact_sample_oracle_learns_and_is_not_in_all():
     assert validate(ToyArgs(method="rfm,fm-exact"))[1] == ["rfm", "fm-exact"]
     target = TARGETS["two-moons"]
     truth = np.asarray(target.sample(jax.random.key(7), 1000))
-    cfg = TrainConfig(steps=300)
+    cfg = TrainConfig(steps=300, **OLD_SETUP)
     result = train(target, "fm-exact", cfg, jax.random.key(1), 1000, truth=truth, progress=False)
     untrained = sample_untrained("fm-exact", cfg, jax.random.key(1), 1000)
     assert result.metrics["modes"] == 2
@@ -275,9 +278,70 @@ def test_args_validation(kwargs, match, tmp_path):
 
 
 def test_validate_expands_all_and_lists():
-    targets, methods, cfg = validate(ToyArgs(target="all", method="rfm, qne,rfm"))
-    assert targets == list(TARGETS) and methods == ["rfm", "qne"]
-    assert cfg.proposal == "model"
+    targets, methods, configs = validate(ToyArgs(target="all", method="rfm, qne,rfm"))
+    assert targets == list(TOY_TARGETS) and methods == ["rfm", "qne"]
+    assert [c.steps for c in configs] == [ToyArgs().steps]
+    assert configs[0].proposal == ToyArgs().proposal
+
+
+def test_full_grid_flag_and_budgets():
+    """--all: every toy target, every method with the oracle first; --budgets: one config
+    per budget (warm-up at most a tenth of it)."""
+    targets, methods, _ = validate(ToyArgs(all=True))
+    assert targets == list(TOY_TARGETS)
+    assert methods[0] == "fm-exact" and set(methods) == set(METHODS)
+    _, _, configs = validate(ToyArgs(budgets="250,1000,250"))
+    assert [c.steps for c in configs] == [250, 1000]
+    assert configs[0].warmup <= 25
+    for bad, match in [("a,b", "comma-separated integers"), ("0,5", "budgets must be >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            validate(ToyArgs(budgets=bad))
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        validate(ToyArgs(seeds=0))
+
+
+def test_aggregate_mean_std_over_seeds():
+    from revflow.toy.command import _row, aggregate
+
+    recs = [
+        {
+            "target": "ring",
+            "method": "rfm",
+            "steps": 10,
+            "seed": s,
+            "sw": v,
+            "mmd2": v / 10,
+            "sinkhorn": v,
+            "modes": m,
+            "modes_total": 8,
+            "train_time_s": 1.0,
+        }
+        for s, v, m in [(0, 1.0, 8), (1, 3.0, 7)]
+    ]
+    (row,) = aggregate(recs)
+    assert row["seeds"] == 2 and row["sw"] == [1.0, 3.0] and row["modes"] == [8, 7]
+    cells = _row(row)
+    assert cells[3] == "2.000 ± 1.00" and cells[6] == "8, 7 / 8"
+
+
+def test_table_from_records_files(tmp_path):
+    from revflow.toy.command import table_from_records
+
+    rec = {
+        "target": "grid",
+        "method": "rfm",
+        "steps": 5,
+        "sw": 1.0,
+        "mmd2": 0.5,
+        "sinkhorn": 2.0,
+        "modes": 3,
+        "modes_total": 16,
+        "train_time_s": 1.0,
+    }
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({**rec, "seed": 0}) + "\n" + json.dumps({**rec, "seed": 1}) + "\n")
+    table = table_from_records([str(path)])
+    assert "| grid | rfm | 5 | 1.000 ± 0 | 0.50 ± 0 | 2.000 ± 0 | 3, 3 / 16 | 1.0 |" in table
 
 
 def test_run_toy_writes_table_and_figure(tmp_path):
@@ -293,6 +357,7 @@ def test_run_toy_writes_table_and_figure(tmp_path):
     )
     summary = run_toy(args)
     data = json.loads((tmp_path / "results.json").read_text())
+    assert data["table"][0]["method"] == "exact"  # the floor row first
     assert [(r["target"], r["method"]) for r in data["results"]] == [
         ("two-moons", "rfm"),
         ("two-moons", "qne"),
@@ -300,8 +365,51 @@ def test_run_toy_writes_table_and_figure(tmp_path):
     ]
     for rec in data["results"]:
         assert {"sw", "mmd2", "sinkhorn", "modes", "modes_total", "train_time_s"} <= set(rec)
+        assert rec["steps"] == 20 and rec["seed"] == 0
     assert summary["results"] == data["results"]
     md = (tmp_path / "results.md").read_text()
     assert "| two-moons | rfm |" in md and "MMD^2" in md
     assert "fm-exact: the oracle reference" in md
     assert (tmp_path / "samples.png").stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------------------------
+# GMM-40 (FAB / iDEM) and its W2
+
+
+def test_gmm40_means_are_fabs_generator_output():
+    """The committed means equal (torch.rand((40, 2)) - 0.5) * 80 after manual_seed(0); the
+    stream reproduces torch's well-known first draws 0.4963, 0.7682, 0.0885, 0.1320."""
+    from revflow.toy import gmm40
+
+    np.testing.assert_allclose(
+        gmm40.torch_cpu_rand(0, 4), [0.4963, 0.7682, 0.0885, 0.1320], atol=5e-5
+    )
+    means = gmm40.gmm40_means()
+    assert means.shape == (40, 2) and np.all(np.abs(means) <= 40.0)
+    np.testing.assert_array_equal(means, gmm40.fab_gmm40_means())
+    target = TARGETS["gmm40"]
+    np.testing.assert_array_equal(target.mode_centers, means)
+    assert target.normalisation == 50.0 and gmm40.COMPONENT_STD == pytest.approx(1.3132617)
+    x = np.asarray(target.sample(jax.random.key(0), 40_000))
+    np.testing.assert_allclose(x.mean(0), means.mean(0), atol=0.3)
+
+
+def test_w2_known_values_and_published_numbers():
+    from revflow.toy import gmm40
+
+    x = _gauss(0, 300)
+    assert gmm40.w2(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert gmm40.w2(x, x + np.array([3.0, 4.0])) == pytest.approx(5.0, rel=1e-6)
+    # W2 between two point masses a distance d apart is d, whatever the sizes.
+    assert gmm40.w2(np.zeros((5, 2)), np.ones((7, 2))) == pytest.approx(math.sqrt(2.0))
+    vals = gmm40.w2_batches(
+        lambda k, n: jax.random.normal(k, (n, 2)),
+        lambda k, n: jax.random.normal(k, (n, 2)) + 10.0,
+        jax.random.key(0),
+        n=100,
+        batches=3,
+    )
+    assert vals.shape == (3,) and np.all(np.abs(vals - 10.0 * math.sqrt(2.0)) < 0.6)
+    assert gmm40.PUBLISHED_W2["exact samples vs ground truth"] == (4.159, 0.604)
+    assert gmm40.PUBLISHED_W2["iDEM"] == (7.698, 1.442)

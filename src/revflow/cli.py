@@ -15,6 +15,7 @@
                   [--backend local|ray] [--jobs N] [--dry-run]
     revflow report RUNS... --out DIR [--final-window N] [--normalize-ref ENV=LOW:HIGH ...]
     revflow toy [options of the 2-D toy benchmark]
+    revflow sample --target MODULE:FUNCTION --dim D [--steps N] [--out DIR]
 
 ``revflow train --help`` lists every engine option and every field of the chosen algorithm's
 config (``--algo`` picks which; the defaults shown are those of ``--preset``). An unknown
@@ -36,7 +37,7 @@ from revflow.engine import TrainConfig
 
 __all__ = ["EvalArgs", "ExportArgs", "main"]
 
-USAGE = """usage: revflow {train,train-compiled,eval,export,bench,sweep,report,toy} ...
+USAGE = """usage: revflow {train,train-compiled,eval,export,bench,sweep,report,toy,sample} ...
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
@@ -58,6 +59,8 @@ commands:
                       CIs) and normalised aggregates of run directories: revflow report
                       RUNS... --out DIR
   toy                 the 2-D Boltzmann sampling toy benchmark
+  sample              fit a sampler to an unnormalised log density MODULE:FUNCTION;
+                      writes samples.npy and a corner plot
 """
 
 
@@ -395,6 +398,16 @@ def _toy_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def _sample_command(argv: Sequence[str]) -> int:
+    from revflow.sampling.command import SampleArgs, run_sample
+
+    try:
+        run_sample(tyro.cli(SampleArgs, args=list(argv), prog="revflow sample"))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return 0
+
+
 def _train_compiled_command(argv: Sequence[str]) -> int:
     from revflow.compiled import CompiledConfig, CompiledTrainer, train_compiled
     from revflow.engine import ConfigMismatchError
@@ -466,11 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handler = {**COMMANDS, "toy": _toy_command}.get(command)
+    handler = {**COMMANDS, "toy": _toy_command, "sample": _sample_command}.get(command)
     if handler is None:
         return _fail(
             f"unknown command {command!r}; expected one of train, train-compiled, eval, export, "
-            "bench, sweep, report, toy"
+            "bench, sweep, report, toy, sample"
         )
     try:
         return handler(rest)

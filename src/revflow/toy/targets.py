@@ -12,6 +12,9 @@ Targets (all multimodal):
   from N(0, 2^2 I) under a closed-form bound of p~/q (see :func:`_two_moons_log_bound`).
 - ``ring``: equal mixture of 8 isotropic Gaussians (std 0.3) on the circle of radius 3.
 - ``grid``: equal mixture of 4 x 4 isotropic Gaussians (std 0.3) at {-3, -1, 1, 3}^2.
+- ``gmm40``: the 40-mode mixture of FAB and iDEM (:mod:`revflow.toy.gmm40`), a published
+  target with published numbers; not in the toy's ``all`` (its scale, +-40, needs its own
+  metric, W2).
 
 The mixtures are sampled in closed form (component, then Gaussian). ``mode_centers`` and
 ``mode_radius`` feed :func:`revflow.toy.metrics.modes_recovered`.
@@ -42,6 +45,8 @@ class Target:
         mode_centers: (M, 2) centres of the M modes.
         mode_radius: a sample within this distance of its nearest centre counts for that mode.
         extent: half-width of the square [-extent, extent]^2 used for plots and grid tests.
+        data_scale: the normalisation of methods that work in coordinates of about [-1, 1]
+            (iDEM's ``data_normalization_factor``); ``extent`` when not given.
     """
 
     name: str
@@ -51,6 +56,15 @@ class Target:
     mode_centers: np.ndarray
     mode_radius: float
     extent: float
+    data_scale: float | None = None
+
+    @property
+    def normalisation(self) -> float:
+        return float(self.extent if self.data_scale is None else self.data_scale)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mode_centers.shape[1])
 
     @property
     def num_modes(self) -> int:
@@ -67,7 +81,14 @@ class Target:
 # Gaussian mixtures (normalised, closed form).
 
 
-def _mixture(name: str, description: str, centers: np.ndarray, std: float) -> Target:
+def _mixture(
+    name: str,
+    description: str,
+    centers: np.ndarray,
+    std: float,
+    extent: float | None = None,
+    data_scale: float | None = None,
+) -> Target:
     centers = np.asarray(centers, dtype=np.float32)
     mus = jnp.asarray(centers)
     m = centers.shape[0]
@@ -82,8 +103,9 @@ def _mixture(name: str, description: str, centers: np.ndarray, std: float) -> Ta
         comp = jax.random.randint(k1, (n,), 0, m)
         return mus[comp] + std * jax.random.normal(k2, (n, 2))
 
-    extent = float(np.max(np.abs(centers)) + 4.0 * std + 0.3)
-    return Target(name, description, log_prob, sampler, centers, 2.0 * std, extent)
+    if extent is None:
+        extent = float(np.max(np.abs(centers)) + 4.0 * std + 0.3)
+    return Target(name, description, log_prob, sampler, centers, 2.0 * std, extent, data_scale)
 
 
 def _ring_centers(num: int = 8, radius: float = 3.0) -> np.ndarray:
@@ -174,11 +196,26 @@ def _two_moons() -> Target:
     )
 
 
+def _gmm40() -> Target:
+    from revflow.toy import gmm40
+
+    return _mixture(
+        "gmm40",
+        "GMM-40 of FAB / iDEM (40 modes in [-40, 40]^2, std 1.31)",
+        gmm40.gmm40_means(),
+        gmm40.COMPONENT_STD,
+        extent=56.0,  # DEM's plotting bounds, 1.4 x 40
+        data_scale=gmm40.DEM_NORMALIZATION,
+    )
+
+
 TARGETS: dict[str, Target] = {
     "two-moons": _two_moons(),
     "ring": _mixture("ring", "ring of 8 Gaussians (r=3, std 0.3)", _ring_centers(), 0.3),
     "grid": _mixture("grid", "4x4 grid of Gaussians (spacing 2, std 0.3)", _grid_centers(), 0.3),
+    "gmm40": _gmm40(),
 }
+TOY_TARGETS: tuple[str, ...] = ("two-moons", "ring", "grid")  # ``revflow toy``'s "all"
 
 
 def get_target(name: str) -> Target:
