@@ -49,9 +49,9 @@ import contextlib
 import dataclasses
 import errno
 import json
-import os
 import logging
 import math
+import os
 import re
 import shutil
 import zlib

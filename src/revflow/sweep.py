@@ -59,8 +59,6 @@ import sys
 import threading
 import time
 import tomllib
-import types
-import typing
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +75,7 @@ from revflow.engine import (
     read_result,
     run_dir_for,
 )
+from revflow.overrides import OverrideError, apply_overrides, split_values
 
 __all__ = [
     "RunSpec",
@@ -190,11 +189,17 @@ def _parse_assignment(text: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
-        return text
+def _text_value(text: str) -> Any:
+    """A ``--set`` / ``--grid`` value: lists in YAML syntax (``[256, 256]``) are read here,
+    everything else stays text for :func:`revflow.overrides.coerce` to read by the field's
+    type (so ``3e-4``, ``true`` and ``None`` mean what ``revflow train`` takes them for)."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
 
 
 def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
@@ -214,68 +219,23 @@ def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     for g in args.grid:
         key, values = _parse_assignment(g, "--grid")
-        grid[key] = [_yaml_value(v.strip()) for v in values.split(",")]
+        grid[key] = [_text_value(v) for v in split_values(values)]
     return {
         "run_dir": args.run_dir,
         "preset": args.preset,
         "algos": list(args.algos),
         "envs": list(args.envs),
         "seeds": list(args.seeds),
-        "set": {k: _yaml_value(v) for k, v in overrides.items()},
+        "set": {k: _text_value(v) for k, v in overrides.items()},
         "grid": grid,
     }
 
 
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return annotation, False
-
-
-def _coerce(value: Any, annotation: Any, name: str) -> Any:
-    """``value`` (from YAML / TOML) as the field's declared type, or a SweepError naming it."""
-    inner, optional = _strip_optional(annotation)
-    if value is None:
-        if optional:
-            return None
-        raise SweepError(f"{name}: None is not allowed")
-    origin = typing.get_origin(inner)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise SweepError(f"{name}: expected a list, got {value!r}")
-        elem = typing.get_args(inner)[0]
-        return tuple(_coerce(v, elem, name) for v in value)
-    if inner is bool:
-        if not isinstance(value, bool):
-            raise SweepError(f"{name}: expected true/false, got {value!r}")
-        return value
-    if inner is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SweepError(f"{name}: expected an integer, got {value!r}")
-        return value
-    if inner is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SweepError(f"{name}: expected a number, got {value!r}")
-        return float(value)
-    if inner is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise SweepError(f"{name}: expected a string, got {value!r}")
-        return str(value)
-    return value  # unions such as ``float | str``: left to the config's own validate()
-
-
 def _apply(cls: type, base: Any, overrides: dict[str, Any], what: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    values = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise SweepError(f"{what} has no field {key!r}; fields: {', '.join(sorted(fields))}")
-        values[key] = _coerce(value, hints[key], f"{what}.{key}")
-    return dataclasses.replace(base, **values)
+    try:
+        return apply_overrides(cls, base, overrides, what)
+    except OverrideError as err:
+        raise SweepError(str(err)) from err
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
