@@ -317,7 +317,8 @@ def test_nan_reward_raises_and_keeps_last_good_checkpoint(
     assert "metric" in err.quantity or "parameter" in err.quantity
     assert err.quantity in str(err)
     run = run_dir_for(cfg)
-    assert latest_step(run) == err.step
+    # The last good state is kept apart from the rotation (checkpoints/last-good/).
+    assert list_steps(run, last_good=True) == [err.step] and (latest_step(run) or 0) < err.step
     _, state, _, _ = load_agent(run)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state))
     assert int(state.step) == err.update - 1

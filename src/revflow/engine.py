@@ -67,6 +67,7 @@ from revflow.agents.registry import get_agent_class
 from revflow.checkpoint import (
     CheckpointError,
     CheckpointRef,
+    CorruptCheckpointError,
     list_checkpoints,
     probe_writable,
     restore_newest,
@@ -882,8 +883,10 @@ def failure_advice(run_dir: str | Path, agent_cfg: AgentConfig) -> str:
     if lrs:
         flags = ", ".join(f"--agent.{k.replace('_', '-')} (now {fields[k]:g})" for k in lrs)
         parts.append(f"lower a learning rate ({flags})")
-    if "max_grad_norm" in fields:
-        parts.append(f"clip gradients (--agent.max-grad-norm, now {fields['max_grad_norm']:g})")
+    if fields.get("max_grad_norm"):  # turning a clip on (from 0) changes the optimiser state
+        parts.append(
+            f"clip gradients harder (--agent.max-grad-norm, now {fields['max_grad_norm']:g})"
+        )
     example = (
         f"`revflow train --resume {run_dir} --agent.{lrs[0].replace('_', '-')} "
         f"{fields[lrs[0]] / 10:g}`"
@@ -992,7 +995,7 @@ def resume(
         if changed:
             earlier = _config_choices(path)
             _write_config(path, {**trainer_config, "earlier_configs": earlier})
-            say(f"config changed on resume: {'; '.join(changed)}")
+            say(f"config changed on resume: {'; '.join(changed).replace(' != ', ' -> ')}")
 
     probe_writable(path)
     if not refs:
@@ -1007,7 +1010,8 @@ def resume(
             return
         healthy = [str(r.step) for r in refs if not r.last_good and r.step < ref.step]
         earlier = (
-            f"; or continue from an earlier checkpoint with --step N (steps {', '.join(healthy)})"
+            f"; with a change, an earlier checkpoint can be continued too (--step "
+            f"{' / '.join(healthy)})"
             if healthy
             else ""
         )
@@ -1018,7 +1022,17 @@ def resume(
         )
 
     trainer = _Trainer(path, new_cfg, new_agent)
-    ref, extra = trainer.restore(step, say, refuse_repeat)
+    try:
+        ref, extra = trainer.restore(step, say, refuse_repeat)
+    except CorruptCheckpointError:
+        raise
+    except CheckpointError as err:
+        if not changed:
+            raise
+        raise ResumeRefused(
+            f"the change ({'; '.join(changed)}) alters the structure of the saved state, so "
+            f"{path} cannot continue under it ({err}); start a new run with it instead"
+        ) from err
     n = trainer.n
     if extra.get("complete"):
         trainer.env.close()
