@@ -286,7 +286,15 @@ def test_resume_errors(tmp_path: Path) -> None:
     for p in data_files:
         p.write_bytes(b"\0" * 16)
     with pytest.raises(CheckpointError):
-        load_agent(run)
+        load_agent(run, step=400)
+    older = [s for s in list_steps(run) if s < 400]  # falls back to an older intact one, or fails
+    if older:
+        heard: list[str] = []
+        assert load_agent(run, notify=heard.append)[3] == older[-1]
+        assert any("skipped checkpoint 400" in h for h in heard)
+    else:
+        with pytest.raises(CheckpointError):
+            load_agent(run)
 
 
 class _NanRewardAt(gym.Wrapper):
