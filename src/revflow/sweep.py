@@ -399,9 +399,15 @@ def run_state(spec: RunSpec) -> tuple[str, str]:
         return "conflict", f"{config_path} is not JSON: {err}"
     cfg, agent_cfg = _configs(spec)
     wanted = _config_dict(cfg, agent_cfg)
-    diffs = _diff(
-        {k: saved.get(k) for k in ("train", "agent")}, {k: wanted[k] for k in ("train", "agent")}
-    )
+    ours = {k: dict(wanted[k]) for k in ("train", "agent")}
+    theirs = {k: dict(saved.get(k) or {}) for k in ("train", "agent")}
+    # The results root is not compared as text: the run found at this spec's (resolved)
+    # directory is this spec's run, whichever spelling of its root made it (`revflow train
+    # --run-dir runs` vs the sweep's absolute path) and wherever that root was then (a moved
+    # or copied results folder); env, label and seed, which place it there, are compared.
+    theirs["train"].pop("run_dir", None)
+    ours["train"].pop("run_dir")
+    diffs = _diff(theirs, ours)
     if diffs:
         return "conflict", f"{path} holds another config: " + "; ".join(diffs[:4])
     if result is not None and result.get("complete"):
@@ -485,7 +491,8 @@ def run_subprocess(spec: RunSpec, cores: Sequence[int] | None = None) -> dict[st
         outcome["final_return"] = (result.get("final_eval") or {}).get("return_mean")
     else:
         outcome["status"] = "failed"
-        outcome["error"] = _last_error(log) + f" (exit {proc.returncode}; full log: {log})"
+        outcome["error"] = _last_error(log) + f" (exit {proc.returncode})"
+        outcome["log"] = str(log.resolve())
     return outcome
 
 
@@ -653,10 +660,12 @@ def run_sweep(args: SweepArgs) -> int:
         with lock:
             extra = f" return {o['final_return']:.1f}" if o.get("final_return") is not None else ""
             err = f" — {o['error']}" if o.get("error") else ""
+            log = f" (full log: {o['log']})" if o.get("log") else ""
             console.print(
-                f"[{o['status']}] {o['label']} {o['env']} seed{o['seed']}{extra}{err}",
+                f"[{o['status']}] {o['label']} {o['env']} seed{o['seed']}{extra}{err}{log}",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
 
     console.print(f"revflow sweep: {len(specs)} runs, backend {args.backend}")
@@ -670,6 +679,14 @@ def run_sweep(args: SweepArgs) -> int:
         report=report,
     )
     console.print(_summary_table(outcomes))
+    for o in outcomes:  # whole paths, never cut by the table's width
+        if o.get("log"):
+            console.print(
+                f"full log of {o['label']} {o['env']} seed{o['seed']}: {o['log']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("done", "resumed", "skipped")}
     failed = sum(o["status"] == "failed" for o in outcomes)
     console.print(
