@@ -85,6 +85,37 @@ def _notify(message: str) -> None:
     print(message, file=sys.stderr if message.startswith("warning:") else sys.stdout, flush=True)
 
 
+def _tyro_cli(cls: Any, argv: Sequence[str], prog: str) -> Any:
+    """``tyro.cli`` whose parse errors (a bad value, an unknown flag, a choice not among a
+    ``Literal``'s) become one :class:`UsageError` line instead of tyro's panel."""
+    import contextlib
+    import io
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=list(argv), prog=prog)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        raise UsageError(_panel_message(captured.getvalue())) from None
+
+
+def _panel_message(text: str) -> str:
+    """The message of a tyro error panel: its body above the first rule, without borders."""
+    body = []
+    for line in text.splitlines():
+        stripped = line.strip().strip("│").strip()
+        if line.strip().startswith("╭"):
+            continue
+        if not stripped or set(stripped) <= set("─╰╯"):
+            if body:
+                break
+            continue
+        body.append(stripped)
+    return " ".join(body) or "invalid command line (see --help)"
+
+
 def _option_value(argv: Sequence[str], name: str) -> str | None:
     """The value of ``--name X`` / ``--name=X`` (last one wins), without parsing the rest."""
     value = None
@@ -122,29 +153,51 @@ def _agent_class(algo: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _with_algo_choices(loop_cls: type, algo: str) -> type:
-    """``loop_cls`` with ``algo`` typed as the registered names, so ``--help`` lists them."""
-    from revflow.agents.registry import available
+def field_doc(cls: type, name: str) -> str:
+    """The ``#:`` comment above field ``name`` in the nearest class of ``cls``'s MRO that
+    declares it with one (a subclass that only changes a default inherits its description)."""
+    import inspect
 
-    names = tuple(available())
-    return dataclasses.make_dataclass(
-        loop_cls.__name__,
-        [
-            (
-                "algo",
-                Annotated[
-                    Literal[names],  # type: ignore[valid-type]
-                    tyro.conf.arg(
-                        help="Registered algorithm (revflow list algos); its options are the "
-                        "--agent.* flags below."
-                    ),
-                ],
-                dataclasses.field(default=algo),
-            )
-        ],
-        bases=(loop_cls,),
-        frozen=True,
-    )
+    for owner in cls.__mro__:
+        if name not in inspect.get_annotations(owner):
+            continue
+        try:
+            lines = inspect.getsource(owner).splitlines()
+        except (OSError, TypeError):
+            continue
+        for i, line in enumerate(lines):
+            if re.match(rf"\s+{name}\s*:", line):
+                doc: list[str] = []
+                for prev in reversed(lines[:i]):
+                    if not prev.strip().startswith("#:"):
+                        break
+                    doc.insert(0, prev.strip()[2:].strip())
+                if doc:
+                    return " ".join(doc)
+                break
+    return ""
+
+
+def _with_inherited_help(cls: type, types: dict[str, Any] | None = None) -> type:
+    """``cls`` with every field's help set from :func:`field_doc` (and the annotations in
+    ``types`` replaced), for tyro's ``--help``."""
+    import typing
+
+    hints = {**typing.get_type_hints(cls, include_extras=True), **(types or {})}
+    fields = [
+        (
+            f.name,
+            Annotated[hints[f.name], tyro.conf.arg(help=field_doc(cls, f.name) or None)],
+            dataclasses.field(default=f.default),
+        )
+        for f in dataclasses.fields(cls)
+    ]
+    return dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), frozen=True)
+
+
+def _as(cls: type, value: Any, **changes: Any) -> Any:
+    """``value`` (an instance of ``cls`` or of a subclass) as a plain ``cls``."""
+    return cls(**{f.name: getattr(value, f.name) for f in dataclasses.fields(cls)}, **changes)
 
 
 def _parse_train_command(
@@ -159,16 +212,20 @@ def _parse_train_command(
         agent_default = cls.Config.from_preset(preset)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    shown = _with_algo_choices(loop_cls, algo)
+    from revflow.agents.registry import available
+
+    names = tuple(available())
+    loop_shown = _with_inherited_help(loop_cls, {"algo": Literal[names]})  # lists the choices
+    agent_shown = _with_inherited_help(cls.Config)
     command = dataclasses.make_dataclass(
         "TrainCommand",
         [
             (
                 "train",
-                Annotated[shown, tyro.conf.OmitArgPrefixes],
-                dataclasses.field(default=shown(algo=algo)),
+                Annotated[loop_shown, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default=loop_shown(algo=algo)),
             ),
-            ("agent", cls.Config, dataclasses.field(default=agent_default)),
+            ("agent", agent_shown, dataclasses.field(default=_as(agent_shown, agent_default))),
             ("preset", str, dataclasses.field(default=preset)),
             *(extra or []),
         ],
@@ -179,7 +236,7 @@ def _parse_train_command(
         preset=preset,
         presets=", ".join(sorted(cls.Config.PRESETS)),
     )
-    parsed = tyro.cli(command, args=list(argv), prog=prog)
+    parsed = _tyro_cli(command, list(argv), prog)
     plain = loop_cls(
         **{f.name: getattr(parsed.train, f.name) for f in dataclasses.fields(loop_cls)}
     )
@@ -333,7 +390,7 @@ def _check_render(env_name: str, video: str) -> None:
 def _eval_command(argv: Sequence[str]) -> int:
     from revflow.agents.base import ACT_MODES
 
-    args = tyro.cli(EvalArgs, args=list(argv), prog="revflow eval")
+    args = _tyro_cli(EvalArgs, list(argv), "revflow eval")
     if args.mode not in ACT_MODES:
         raise UsageError(f"unknown --mode {args.mode!r}; expected one of {', '.join(ACT_MODES)}")
     if args.episodes < 1:
@@ -416,7 +473,7 @@ def _bench_command(argv: Sequence[str]) -> int:
         raise UsageError(f"unknown bench {argv[0]!r}; available: throughput")
     from revflow.bench import ThroughputArgs, run_throughput
 
-    args = tyro.cli(ThroughputArgs, args=list(argv[1:]), prog="revflow bench throughput")
+    args = _tyro_cli(ThroughputArgs, list(argv[1:]), "revflow bench throughput")
     _agent_class(args.algo)
     try:
         _agent_class(args.algo).Config.from_preset(args.preset)
@@ -430,7 +487,7 @@ def _bench_command(argv: Sequence[str]) -> int:
 def _sweep_command(argv: Sequence[str]) -> int:
     from revflow.sweep import SweepArgs, SweepError, run_sweep
 
-    args = tyro.cli(SweepArgs, args=list(argv), prog="revflow sweep")
+    args = _tyro_cli(SweepArgs, list(argv), "revflow sweep")
     try:
         return run_sweep(args)
     except SweepError as err:
@@ -442,7 +499,7 @@ def _report_command(argv: Sequence[str]) -> int:
 
     from revflow.report import ReportArgs, ReportError, ReportWarning, run_report
 
-    args = tyro.cli(ReportArgs, args=list(argv), prog="revflow report")
+    args = _tyro_cli(ReportArgs, list(argv), "revflow report")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         try:
@@ -458,7 +515,7 @@ def _report_command(argv: Sequence[str]) -> int:
 def _toy_command(argv: Sequence[str]) -> int:
     from revflow.toy.command import ToyArgs, run_toy
 
-    run_toy(tyro.cli(ToyArgs, args=list(argv), prog="revflow toy"))
+    run_toy(_tyro_cli(ToyArgs, list(argv), "revflow toy"))
     return 0
 
 

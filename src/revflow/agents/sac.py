@@ -68,6 +68,7 @@ class SACConfig(AgentConfig):
     target_entropy: float | None = None
     #: Bounds of the actor's log standard deviation (squashed smoothly into the interval).
     log_std_min: float = -5.0
+    #: Upper bound of the actor's log standard deviation.
     log_std_max: float = 2.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
