@@ -102,18 +102,22 @@ def _tyro_cli(cls: Any, argv: Sequence[str], prog: str) -> Any:
 
 
 def _panel_message(text: str) -> str:
-    """The message of a tyro error panel: its body above the first rule, without borders."""
-    body = []
+    """The message of a tyro error panel: its first section below the title, without the
+    borders (a box on a terminal, rules of dashes otherwise)."""
+    boxed = "╭" in text
+    sections: list[list[str]] = [[]]
     for line in text.splitlines():
-        stripped = line.strip().strip("│").strip()
-        if line.strip().startswith("╭"):
-            continue
-        if not stripped or set(stripped) <= set("─╰╯"):
-            if body:
-                break
-            continue
-        body.append(stripped)
-    return " ".join(body) or "invalid command line (see --help)"
+        stripped = line.strip()
+        if stripped.startswith("╭"):
+            continue  # the title, inside the top border
+        stripped = stripped.strip("│|").strip()
+        if stripped and set(stripped) <= set("-─╰╯+"):
+            sections.append([])
+        elif stripped:
+            sections[-1].append(stripped)
+    sections = [sec for sec in sections if sec]
+    body = sections[0] if boxed or len(sections) < 2 else sections[1]
+    return " ".join(body) if sections else "invalid command line (see --help)"
 
 
 def _option_value(argv: Sequence[str], name: str) -> str | None:

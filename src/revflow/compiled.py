@@ -77,7 +77,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from revflow.agents.base import ActMode, Agent, AgentConfig, Batch, require
+from revflow.agents.base import Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
 from revflow.engine import (
     ConfigMismatchError,
@@ -156,7 +156,7 @@ class CompiledConfig:
     #: Evaluation episodes (run as that many parallel environments, one episode each).
     eval_episodes: int = 10
     #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
-    eval_mode: ActMode = "best-of-n"
+    eval_mode: str = "best-of-n"
     #: Devices to use (the first ones of ``jax.devices()``); None: all visible devices.
     num_devices: int | None = None
     #: Root of run directories: ``<run_dir>/<env>/<label or algo>-compiled/seed<seed>``.

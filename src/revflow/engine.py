@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from revflow.agents.base import ACT_MODES, ActMode, Agent, AgentConfig, Batch, require
+from revflow.agents.base import ACT_MODES, Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
 from revflow.checkpoint import (
     CheckpointError,
@@ -159,7 +159,7 @@ class TrainConfig:
     #: Episodes per evaluation (run in a vectorised environment).
     eval_episodes: int = 10
     #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
-    eval_mode: ActMode = "best-of-n"
+    eval_mode: str = "best-of-n"
     #: Write a checkpoint at the first episode end after this many more env steps (0: only
     #: the final checkpoint).
     checkpoint_every: int = 50_000

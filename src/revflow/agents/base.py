@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 
@@ -23,8 +23,6 @@ Metrics = dict[str, Array]
 #:   Gaussian policy, the mean action).
 #: - "sample": one stochastic draw from the policy, no particle selection.
 ACT_MODES: tuple[str, ...] = ("explore", "best-of-n", "sample")
-#: The acting modes as a type (``--help`` lists them).
-ActMode = Literal["explore", "best-of-n", "sample"]
 
 
 class Batch(NamedTuple):
