@@ -249,7 +249,7 @@ def test_report_finished_only_does_not_count_a_corrupt_result(tmp_path: Path) ->
     run.mkdir(parents=True)
     train = dataclasses.asdict(TrainConfig(algo="sac", env=ENV, steps=400, warmup_steps=100))
     (run / "config.json").write_text(json.dumps({"train": train, "agent": {}}))
-    (run / "eval.csv").write_text("step,return_mean,return_std\n400,-900.0,10.0\n")
+    (run / "eval.csv").write_text("step,eval/return_mean,eval/return_std\n400,-900.0,10.0\n")
     (run / "result.json").write_bytes(b"\xff{ truncated")
     loaded, notes = report.load_run(run)
     assert not loaded.complete and any("result.json is corrupt" in n for n in notes)
