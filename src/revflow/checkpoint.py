@@ -83,6 +83,7 @@ _CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^\d+$")
 _TMP_MARK = ".orbax-checkpoint-tmp"
 _ORBAX_MARKER = "_CHECKPOINT_METADATA"
+_PROBE = ".revflow-write-probe-"
 #: Subdirectory of ``checkpoints/`` holding last good states (outside the rotation).
 LAST_GOOD_DIR = "last-good"
 
@@ -361,9 +362,11 @@ def probe_writable(directory: str | Path) -> None:
     raises :class:`CheckpointError` naming the path and the OS's reason (read-only, no
     permission, no space left) if that fails. Run before any compute."""
     directory = Path(directory)
-    probe = directory / f".revflow-write-probe-{os.getpid()}"
+    probe = directory / f"{_PROBE}{os.getpid()}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(f"{_PROBE}*"):  # left by a process killed mid-probe
+            stale.unlink()
         with open(probe, "wb") as f:
             f.write(b"\0" * 4096)
             f.flush()

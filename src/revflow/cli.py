@@ -654,7 +654,7 @@ def _handle(handler: Any, rest: list[str]) -> int:
         print(_one_line(err), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        return _fail("interrupted (before training started: nothing to save)", 130)
+        return _fail("interrupted", 130)
     except (ConfigMismatchError, ResumeRefused, OverrideError, FileExistsError) as err:
         return _fail(err)
     except (CheckpointError, NumericalError) as err:
