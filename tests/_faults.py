@@ -247,7 +247,7 @@ def on_tmpfs(mount: Path, options: str, script: str) -> subprocess.CompletedProc
     """Run the shell ``script`` with a fresh tmpfs (``-o options``) at ``mount``, in a
     private namespace (the mount vanishes with it); ``$REVFLOW`` runs the CLI."""
     mount.mkdir(parents=True, exist_ok=True)
-    revflow_cmd = " ".join(f"'{c}'" for c in command())
+    revflow_cmd = " ".join(command())  # word-split by the shell: no spaces in these paths
     full = f"mount -t tmpfs -o {options} tmpfs '{mount}' && REVFLOW=\"{revflow_cmd}\" && {script}"
     return subprocess.run(
         ["unshare", "-rm", "sh", "-c", full],

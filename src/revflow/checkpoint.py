@@ -48,12 +48,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import io
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,6 +131,24 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, old, strict=True):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stray_tracebacks_muted() -> Iterator[None]:
+    """Mute ``sys.stderr`` while orbax reads arrays. When a read fails (a truncated file),
+    orbax closes its event loop while tensorstore's other reads still complete, and each of
+    their callbacks prints a "RuntimeError: Event loop is closed" traceback; the failure
+    itself reaches us as an exception. On failure the stragglers get a moment to finish
+    while muted."""
+    real = sys.stderr
+    sys.stderr = io.StringIO()
+    try:
+        yield
+    except BaseException:
+        time.sleep(0.5)
+        raise
+    finally:
+        sys.stderr = real
 
 
 def _checkpointer() -> Any:
@@ -472,12 +493,13 @@ def restore_checkpoint(
                     _leaf_key(i): ocp.RestoreArgs(restore_type=np.ndarray) for i in stored
                 }
                 try:
-                    out = ckptr.restore(
-                        path,
-                        args=ocp.args.Composite(
-                            state=ocp.args.PyTreeRestore(restore_args=restore_args)
-                        ),
-                    )
+                    with _stray_tracebacks_muted():
+                        out = ckptr.restore(
+                            path,
+                            args=ocp.args.Composite(
+                                state=ocp.args.PyTreeRestore(restore_args=restore_args)
+                            ),
+                        )
                     flat = out["state"]
                 except Exception as e:
                     raise CorruptCheckpointError(
