@@ -6,8 +6,8 @@
 Every trial drives the ``revflow`` CLI in subprocesses (``tests/_faults.py``) on the tiny SAC
 run (gym:Pendulum-v1, fast preset, 400 env steps, checkpoints at 200 and 400):
 
-- kill -9 at a uniformly random moment of the run, then ``revflow train --resume`` (or a
-  fresh ``train`` if it died before writing its config): *divergent* if the final
+- kill -9 once the run's log reaches a uniformly random env step (0: as soon as it has
+  written its config), then ``revflow train --resume``: *divergent* if the final
   checkpoint's arrays or ``result.json`` differ from the uninterrupted run's;
 - corrupt the newest checkpoint of a finished run (cycling through truncated data, flipped
   bytes, deleted or garbage metadata, emptied data files), then resume: *recovered* if it
@@ -53,12 +53,12 @@ def main() -> None:
 
         kills = []
         for i in range(args.kills):
-            delay = rng.uniform(0.5, full_run_s)
-            got = F.kill_trial(tmp / f"kill{i}", delay)
+            got = F.kill_trial(tmp / f"kill{i}", rng.randrange(0, F.STEPS))
             got["divergent"] = got["returncode"] != 0 or got["fingerprint"] != want
             got.pop("fingerprint")
             kills.append(got)
-            print(f"kill {i}: {delay:.1f} s, at {got['checkpoints_at_kill']}, "
+            print(f"kill {i}: at env step {got['logged_step_at_kill']} (checkpoints "
+                  f"{got['checkpoints_at_kill']}), "
                   f"divergent={got['divergent']}", flush=True)  # fmt: skip
 
         corruptions = []

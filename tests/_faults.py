@@ -26,7 +26,7 @@ STEPS = 400
 TINY = [
     "--algo", "sac", "--preset", "fast", "--env", "gym:Pendulum-v1",
     "--steps", str(STEPS), "--warmup-steps", "100", "--eval-every", "0",
-    "--checkpoint-every", "200", "--no-progress", "--no-tensorboard",
+    "--checkpoint-every", "200", "--log-every", "10", "--no-progress", "--no-tensorboard",
 ]  # fmt: skip
 #: A learning rate that makes the first update non-finite.
 NAN_FLAGS = ["--agent.critic-lr", "1e30", "--agent.actor-lr", "1e30", "--agent.max-grad-norm", "0"]
@@ -140,22 +140,36 @@ def reference_run(root: Path) -> Path:
     return root / RUN
 
 
-def kill_trial(root: Path, delay: float) -> dict[str, Any]:
-    """Start the tiny run, kill -9 it after ``delay`` s, resume it (or start it again if it
-    died before writing its config); returns whether it ended like ``reference``."""
+def logged_step(run: Path) -> int:
+    """The last env step in the run's ``metrics.csv`` (0 before the first row)."""
+    path = run / "metrics.csv"
+    rows = path.read_text().splitlines()[1:] if path.is_file() else []
+    steps = [int(r.split(",")[0]) for r in rows if r.split(",")[0].isdigit()]
+    return max(steps, default=0)
+
+
+def kill_trial(root: Path, at_step: int) -> dict[str, Any]:
+    """Start the tiny run, kill -9 it once its log reaches env step ``at_step`` (0: as soon
+    as it writes its config), resume it (or start it again if it died before writing its
+    config); returns what it left and how the resumed run ended."""
     proc = start("train", *TINY, "--run-dir", root)
-    time.sleep(delay)
+    run = root / RUN
+    while proc.poll() is None:
+        if (run / "config.json").is_file() and logged_step(run) >= at_step:
+            break
+        time.sleep(0.05)
     finished_first = proc.poll() is not None
+    killed_at = logged_step(run)
     proc.kill()
     proc.communicate()
-    run = root / RUN
     had = sorted(checkpoint_dirs(run))
     if (run / "config.json").is_file():
         again = revflow("train", "--resume", run)
     else:
         again = revflow("train", *TINY, "--run-dir", root)
     return {
-        "delay_s": delay,
+        "target_step": at_step,
+        "logged_step_at_kill": killed_at,
         "finished_before_kill": finished_first,
         "checkpoints_at_kill": had,
         "returncode": again.returncode,
@@ -205,8 +219,9 @@ def nan_trial(root: Path, warmup: int, seed: int) -> dict[str, Any]:
     }
 
 
-def interrupt_trial(root: Path, after_step: int = 150) -> dict[str, Any]:
-    """Start the tiny run, send SIGINT once its log passes ``after_step``, then resume."""
+def interrupt_trial(root: Path, after_step: int = 150, resume: bool = True) -> dict[str, Any]:
+    """Start the tiny run, send SIGINT once its log passes ``after_step``, then resume it
+    (if ``resume``)."""
     proc = start("train", *TINY, "--checkpoint-every", "0", "--log-every", "25", "--run-dir", root)
     metrics = root / RUN / "metrics.csv"
     deadline = time.time() + 600
@@ -218,15 +233,13 @@ def interrupt_trial(root: Path, after_step: int = 150) -> dict[str, Any]:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)
     saved = sorted(checkpoint_dirs(root / RUN))
-    again = revflow("train", "--resume", root / RUN)
-    return {
-        "returncode": proc.returncode,
-        "stderr": lines(err),
-        "checkpoints": saved,
-        "resume_returncode": again.returncode,
-        "resume_stdout": lines(again.stdout),
-        "result": (root / RUN / "result.json").is_file(),
-    }
+    got = {"returncode": proc.returncode, "stderr": lines(err), "checkpoints": saved}
+    if resume:
+        again = revflow("train", "--resume", root / RUN)
+        got["resume_returncode"] = again.returncode
+        got["resume_stdout"] = lines(again.stdout)
+        got["result"] = (root / RUN / "result.json").is_file()
+    return got
 
 
 def namespace_mount_works(tmp: Path) -> bool:

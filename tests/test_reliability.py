@@ -48,8 +48,6 @@ def nan_run(tmp_path_factory) -> dict:
     ("extra", "needles"),
     [
         (["--steps", "300", "--warmup-steps", "1000"], ["warmup_steps", "never update"]),
-        (["--label", ".."], ["label"]),
-        (["--agent.policy", "x"], []),  # sac has no such field: tyro's own error, one line
     ],
 )
 def test_bad_requests_are_one_line_and_leave_nothing(tmp_path: Path, extra, needles) -> None:
@@ -111,21 +109,26 @@ def test_disk_full_is_one_line_and_keeps_the_earlier_checkpoint(tmp_path: Path, 
     assert got["after"] == ["200"]
 
 
+@pytest.mark.extended  # test_engine.py kills a run in CI (in-process train, kill -9, resume)
 def test_kill_9_then_resume_is_bit_exact(tmp_path: Path, reference) -> None:
-    got = F.kill_trial(tmp_path, delay=random.Random(0).uniform(4.0, 8.0))
+    got = F.kill_trial(tmp_path, at_step=random.Random(0).randrange(200, F.STEPS))
     assert got["returncode"] == 0, got["stderr"]
     assert got["fingerprint"] == F.fingerprint(reference)
 
 
-def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
-    got = F.interrupt_trial(tmp_path)
+@pytest.mark.parametrize(
+    "resume", [False, pytest.param(True, marks=pytest.mark.extended)], ids=["stop", "resume"]
+)
+def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tmp_path: Path, resume) -> None:
+    got = F.interrupt_trial(tmp_path, resume=resume)
     assert got["returncode"] == 130
     [line] = got["stderr"]
     assert line.startswith("interrupted at env step") and "train --resume" in line
     step = int(line.split("env step ")[1].split()[0])
     assert 150 <= step < F.STEPS and got["checkpoints"] == [str(step)]
-    assert got["resume_returncode"] == 0 and got["result"]
-    assert any(f"from checkpoint {step}" in x for x in got["resume_stdout"])
+    if resume:
+        assert got["resume_returncode"] == 0 and got["result"]
+        assert any(f"from checkpoint {step}" in x for x in got["resume_stdout"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,7 +142,8 @@ def test_eval_falls_back_past_a_corrupt_checkpoint_and_step_picks(tmp_path, refe
     F.corrupt(run / "checkpoints" / "400", "truncate-data")
     proc = F.revflow("eval", run, "--episodes", "1")
     assert proc.returncode == 0, proc.stderr
-    [warning] = F.lines(proc.stderr)
+    [warning] = F.lines(proc.stderr) or [""]
+    assert len(F.lines(proc.stderr)) == 1, proc.stderr
     assert warning.startswith("warning: skipped checkpoint 400") and "checkpoint 200" in warning
     assert "checkpoint at step 200" in proc.stdout
     proc = F.revflow("eval", run, "--episodes", "1", "--step", "400")
@@ -147,6 +151,7 @@ def test_eval_falls_back_past_a_corrupt_checkpoint_and_step_picks(tmp_path, refe
     _one_error_line(proc.stderr, "truncated or corrupt")
 
 
+@pytest.mark.extended  # the fallback itself runs in CI through eval (above)
 def test_resume_falls_back_past_a_corrupt_checkpoint_bit_exactly(tmp_path, reference) -> None:
     got = F.corruption_trial(reference, tmp_path, "overwrite-data")
     assert got["returncode"] == 0, got["output"]
@@ -194,7 +199,7 @@ def test_many_kills_resume_bit_exactly(tmp_path: Path, reference) -> None:
     rng = random.Random(1)
     want = F.fingerprint(reference)
     for i in range(5):
-        got = F.kill_trial(tmp_path / str(i), delay=rng.uniform(1.0, 15.0))
+        got = F.kill_trial(tmp_path / str(i), at_step=rng.randrange(0, F.STEPS))
         assert got["returncode"] == 0 and got["fingerprint"] == want, got
 
 

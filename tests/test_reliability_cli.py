@@ -184,10 +184,18 @@ def test_fixed_choice_fields_are_literals_listed_in_help(algo, capsys) -> None:
     assert "Particles per state" in out  # an inherited description
 
 
-def test_bad_choice_is_one_error_line(capsys) -> None:
-    assert cli.main(["train", "--algo", "qne", "--agent.policy", "curved"]) == 2
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--algo", "qne", "--agent.policy", "curved"], "invalid choice 'curved'"),
+        (["--algo", "sac", "--agent.policy", "flow"], "Unrecognized options"),
+        (["--algo", "sac", "--label", ".."], "label"),
+    ],
+)
+def test_bad_flag_is_one_error_line(argv, needle, capsys) -> None:
+    assert cli.main(["train", *argv]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid choice 'curved'" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err
 
 
 def test_bad_sweep_value_is_one_line(tmp_path: Path) -> None:
