@@ -290,7 +290,7 @@ def _resume_args(argv: Sequence[str], fixed: Sequence[str]) -> tuple[str, int | 
 
 def _train_command(argv: Sequence[str]) -> int:
     resume = _option_value(argv, "resume")
-    if resume is not None:
+    if resume is not None and not {"-h", "--help"} & set(argv):
         from revflow import engine
         from revflow.overrides import OverrideError
 
