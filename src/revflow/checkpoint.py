@@ -135,20 +135,24 @@ def _quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _stray_tracebacks_muted() -> Iterator[None]:
-    """Mute ``sys.stderr`` while orbax reads arrays. When a read fails (a truncated file),
-    orbax closes its event loop while tensorstore's other reads still complete, and each of
-    their callbacks prints a "RuntimeError: Event loop is closed" traceback; the failure
-    itself reaches us as an exception. On failure the stragglers get a moment to finish
-    while muted."""
-    real = sys.stderr
+    """Mute ``sys.stderr`` (and asyncio's logger) around an orbax read or write. When one of
+    its operations fails (a truncated file, a full disk), orbax closes its event loop while
+    tensorstore's other operations still complete, and each of their callbacks prints a
+    "RuntimeError: Event loop is closed" traceback straight to ``sys.stderr``; the failure
+    itself reaches us as an exception, reported as one :class:`CheckpointError` line. On a
+    failure the stragglers get a second to finish, still muted."""
+    real, asyncio_log = sys.stderr, logging.getLogger("asyncio")
+    level = asyncio_log.level
     sys.stderr = io.StringIO()
+    asyncio_log.setLevel(logging.CRITICAL + 1)
     try:
         yield
     except BaseException:
-        time.sleep(0.5)
+        time.sleep(1.0)
         raise
     finally:
         sys.stderr = real
+        asyncio_log.setLevel(level)
 
 
 def _checkpointer() -> Any:
@@ -327,7 +331,8 @@ def save_checkpoint(
     with _quiet():
         ckptr = _checkpointer()
         try:
-            ckptr.save(target, args=ocp.args.Composite(**items), force=True)
+            with _stray_tracebacks_muted():
+                ckptr.save(target, args=ocp.args.Composite(**items), force=True)
         except Exception as e:
             _remove_tmp_dirs(root)  # free what the failed write took
             os_err = _os_error(e)
