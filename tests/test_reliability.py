@@ -146,8 +146,8 @@ def test_eval_falls_back_past_a_corrupt_checkpoint_and_step_picks(tmp_path, refe
     assert len(F.lines(proc.stderr)) == 1, proc.stderr
     assert warning.startswith("warning: skipped checkpoint 400") and "checkpoint 200" in warning
     assert "checkpoint at step 200" in proc.stdout
-    proc = F.revflow("eval", run, "--episodes", "1", "--step", "400")
-    assert proc.returncode == 1
+    proc = F.revflow("eval", run, "--episodes", "1", "--step", "400")  # asked for: no fallback
+    assert proc.returncode == 2
     _one_error_line(proc.stderr, "truncated or corrupt")
 
 
