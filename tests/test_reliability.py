@@ -97,6 +97,22 @@ def test_nan_stops_keeps_the_last_good_state_and_refuses_to_repeat(nan_run) -> N
     assert nan_run["new_checkpoints"] == [] and nan_run["states_lost"] == []
 
 
+def test_resume_with_a_change_continues_the_last_good_state(nan_run, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(nan_run["run"], run)
+    proc = F.revflow(
+        "train", "--resume", run, "--agent.critic-lr", "3e-4", "--agent.actor-lr", "3e-4"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "config changed on resume: agent.actor_lr: 1e+30 -> 0.0003" in proc.stdout
+    assert "from last good state 201" in proc.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["agent"]["critic_lr"] == 3e-4
+    assert config["earlier_configs"][0]["agent"]["critic_lr"] == 1e30
+    assert json.loads((run / "result.json").read_text())["env_steps"] == F.STEPS
+    assert "last-good/201" in F.checkpoint_dirs(run)  # still kept
+
+
 def test_disk_full_is_one_line_and_keeps_the_earlier_checkpoint(tmp_path: Path, reference):
     if not F.namespace_mount_works(tmp_path):
         pytest.skip("cannot mount a tmpfs in a user namespace here")
