@@ -147,7 +147,18 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert cli.main(["sweep", str(f), "--seeds", "3"]) == 2
     assert "cannot be combined with a sweep file" in capsys.readouterr().err
     assert cli.main(["sweep", str(f), "--backend", "slurm"]) == 2
-    args = ["sweep", "--algos", "sac", "--envs", ENV, "--set", "steps=5", "--set", "warmup_steps=1", "--dry-run"]
+    args = [
+        "sweep",
+        "--algos",
+        "sac",
+        "--envs",
+        ENV,
+        "--set",
+        "steps=5",
+        "--set",
+        "warmup_steps=1",
+        "--dry-run",
+    ]
     assert cli.main([*args, "--run-dir", str(tmp_path)]) == 0
     assert "new" in capsys.readouterr().out
 
