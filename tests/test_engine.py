@@ -288,7 +288,15 @@ def test_resume_errors(tmp_path: Path) -> None:
     for p in data_files:
         p.write_bytes(b"\0" * 16)
     with pytest.raises(CheckpointError):
-        load_agent(run)
+        load_agent(run, step=400)
+    older = [s for s in list_steps(run) if s < 400]  # falls back to an older intact one, or fails
+    if older:
+        heard: list[str] = []
+        assert load_agent(run, notify=heard.append)[3] == older[-1]
+        assert any("skipped checkpoint 400" in h for h in heard)
+    else:
+        with pytest.raises(CheckpointError):
+            load_agent(run)
 
 
 class _NanRewardAt(gym.Wrapper):
@@ -319,7 +327,8 @@ def test_nan_reward_raises_and_keeps_last_good_checkpoint(
     assert "metric" in err.quantity or "parameter" in err.quantity
     assert err.quantity in str(err)
     run = run_dir_for(cfg)
-    assert latest_step(run) == err.step
+    # The last good state is kept apart from the rotation (checkpoints/last-good/).
+    assert list_steps(run, last_good=True) == [err.step] and (latest_step(run) or 0) < err.step
     _, state, _, _ = load_agent(run)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state))
     assert int(state.step) == err.update - 1

@@ -66,7 +66,7 @@ def test_grid_expands_to_labelled_validated_runs(tmp_path: Path) -> None:
         preset={"default": "fast", "qne": "reference"},
         grid={"agent.lam": [0.02, 0.1], "agent.batch_size": [64]},
         algo_set={"rfm": {"agent.num_particles": 4}},
-        set={"steps": 400},
+        set={"steps": 400, "warmup_steps": 100},
     )
     runs = build_runs(d, check_envs=False)
     assert len(runs) == 2 * 2 * 2  # algos x lam values x seeds
@@ -147,7 +147,18 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert cli.main(["sweep", str(f), "--seeds", "3"]) == 2
     assert "cannot be combined with a sweep file" in capsys.readouterr().err
     assert cli.main(["sweep", str(f), "--backend", "slurm"]) == 2
-    args = ["sweep", "--algos", "sac", "--envs", ENV, "--set", "steps=5", "--dry-run"]
+    args = [
+        "sweep",
+        "--algos",
+        "sac",
+        "--envs",
+        ENV,
+        "--set",
+        "steps=5",
+        "--set",
+        "warmup_steps=1",
+        "--dry-run",
+    ]
     assert cli.main([*args, "--run-dir", str(tmp_path)]) == 0
     assert "new" in capsys.readouterr().out
 

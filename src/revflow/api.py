@@ -229,12 +229,17 @@ class Run:
         return save_policy(policy, out, step=policy.info["step"])
 
 
-def _dims(run_dir: Path, step: int) -> tuple[int, int]:
+def _dims(run_dir: Path, step: int) -> tuple[int, int] | None:
     """``(obs_dim, act_dim)`` of an engine run from its checkpoint's replay-buffer shapes
-    (no environment is built)."""
-    from revflow.checkpoint import read_meta
+    (no environment is built); None where that checkpoint's head cannot be read (a last good
+    state or a corrupt checkpoint: ``load_agent`` then builds the env and falls back)."""
+    from revflow.checkpoint import CheckpointError, read_meta
 
-    shapes = {leaf["path"]: leaf["shape"] for leaf in read_meta(run_dir, step)["leaves"]}
+    try:
+        leaves = read_meta(run_dir, step)["leaves"]
+    except CheckpointError:
+        return None
+    shapes = {leaf["path"]: leaf["shape"] for leaf in leaves}
     return int(shapes["['replay']['obs']"][-1]), int(shapes["['replay']['action']"][-1])
 
 

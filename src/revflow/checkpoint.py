@@ -30,18 +30,35 @@ with a ``sharding``) gets that leaf's sharding, typed PRNG keys included.
 
 ``extra`` is a JSON sidecar (config, counters, ``np.random.Generator.bit_generator.state``
 ...). numpy scalars and arrays in it are converted to Python numbers and lists.
+
+Last good states. ``save_checkpoint(..., last_good=True)`` writes the state a run had before
+it failed (a non-finite loss) to ``run_dir/checkpoints/last-good/<step>/`` instead: apart from
+the rotation, so no later save ever deletes it, and never deleted by this module. The rotation
+(``keep``) counts and prunes only ``checkpoints/<step>/``. :func:`list_checkpoints` lists both
+kinds, :func:`restore_newest` restores the newest one that is intact, naming each newer one it
+had to skip (:class:`CorruptCheckpointError`) and why.
+
+Write failures (a full disk, a read-only directory) raise :class:`CheckpointError` naming the
+path and the OS's reason in one line; the half-written temporary directory is removed and the
+earlier checkpoints are untouched. :func:`probe_writable` checks a directory before any compute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import io
 import json
 import logging
 import math
+import os
 import re
 import shutil
+import sys
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +67,16 @@ import numpy as np
 
 __all__ = [
     "CheckpointError",
+    "CheckpointRef",
+    "CorruptCheckpointError",
     "latest_step",
+    "list_checkpoints",
     "list_steps",
+    "probe_writable",
     "read_extra",
     "read_meta",
     "restore_checkpoint",
+    "restore_newest",
     "save_checkpoint",
 ]
 
@@ -65,10 +87,30 @@ _CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^\d+$")
 _TMP_MARK = ".orbax-checkpoint-tmp"
 _ORBAX_MARKER = "_CHECKPOINT_METADATA"
+_PROBE = ".revflow-write-probe-"
+#: Subdirectory of ``checkpoints/`` holding last good states (outside the rotation).
+LAST_GOOD_DIR = "last-good"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt, or does not match the template."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A finalised checkpoint's files are unreadable, truncated or fail their checksums."""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class CheckpointRef:
+    """One finalised checkpoint: its step, whether it is a last good state, its directory."""
+
+    step: int
+    #: Written by ``save_checkpoint(..., last_good=True)`` (outside the rotation).
+    last_good: bool
+    path: Path = dataclasses.field(compare=False)
+
+    def describe(self) -> str:
+        return f"last good state {self.step}" if self.last_good else f"checkpoint {self.step}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,16 +120,40 @@ class CheckpointError(RuntimeError):
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence orbax's INFO/WARNING chatter (it logs through absl -> python logging)."""
+    """Silence orbax's logging (it logs through absl -> python logging), errors included: a
+    failed write logs a traceback from each of its threads before the error reaches us, and
+    this module raises its own one-line :class:`CheckpointError` for every failure."""
     loggers = [logging.getLogger(n) for n in ("absl", "orbax", "orbax.checkpoint")]
     old = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
         for lg, level in zip(loggers, old, strict=True):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stray_tracebacks_muted() -> Iterator[None]:
+    """Mute ``sys.stderr`` (and asyncio's logger) around an orbax read or write. When one of
+    its operations fails (a truncated file, a full disk), orbax closes its event loop while
+    tensorstore's other operations still complete, and each of their callbacks prints a
+    "RuntimeError: Event loop is closed" traceback straight to ``sys.stderr``; the failure
+    itself reaches us as an exception, reported as one :class:`CheckpointError` line. On a
+    failure the stragglers get a second to finish, still muted."""
+    real, asyncio_log = sys.stderr, logging.getLogger("asyncio")
+    level = asyncio_log.level
+    sys.stderr = io.StringIO()
+    asyncio_log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    except BaseException:
+        time.sleep(1.0)
+        raise
+    finally:
+        sys.stderr = real
+        asyncio_log.setLevel(level)
 
 
 def _checkpointer() -> Any:
@@ -97,8 +163,9 @@ def _checkpointer() -> Any:
     return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def _ckpt_root(run_dir: str | Path) -> Path:
-    return Path(run_dir).absolute() / _CKPT_DIR  # tensorstore/OCDBT needs absolute paths
+def _ckpt_root(run_dir: str | Path, last_good: bool = False) -> Path:
+    root = Path(run_dir).absolute() / _CKPT_DIR  # tensorstore/OCDBT needs absolute paths
+    return root / LAST_GOOD_DIR if last_good else root
 
 
 def _is_complete(path: Path) -> bool:
@@ -110,12 +177,24 @@ def _is_complete(path: Path) -> bool:
     )
 
 
-def list_steps(run_dir: str | Path) -> list[int]:
-    """Steps of all finalised checkpoints in ``run_dir``, ascending (``[]`` if none)."""
-    root = _ckpt_root(run_dir)
+def list_steps(run_dir: str | Path, last_good: bool = False) -> list[int]:
+    """Steps of all finalised checkpoints in ``run_dir`` (of its last good states if
+    ``last_good``), ascending (``[]`` if none)."""
+    root = _ckpt_root(run_dir, last_good)
     if not root.is_dir():
         return []
     return sorted(int(p.name) for p in root.iterdir() if _is_complete(p))
+
+
+def list_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
+    """Every finalised checkpoint of ``run_dir``, rotation and last good states, oldest first
+    (at equal steps the rotation's checkpoint comes last, i.e. counts as newer)."""
+    refs = [
+        CheckpointRef(step, last_good, _ckpt_root(run_dir, last_good) / str(step))
+        for last_good in (False, True)
+        for step in list_steps(run_dir, last_good)
+    ]
+    return sorted(refs, key=lambda r: (r.step, not r.last_good))
 
 
 def latest_step(run_dir: str | Path) -> int | None:
@@ -190,12 +269,18 @@ def save_checkpoint(
     state: PyTree,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    last_good: bool = False,
 ) -> Path:
     """Write ``state`` (and the JSON ``extra``) as ``run_dir/checkpoints/<step>/``, atomically.
 
     Blocks until the checkpoint is finalised; then deletes all but the newest ``keep``
     finalised checkpoints and any leftover temporary directories. Re-saving an existing step
-    replaces it. Returns the checkpoint directory.
+    replaces it. ``last_good=True`` writes ``checkpoints/last-good/<step>/`` instead and
+    deletes nothing. Returns the checkpoint directory.
+
+    A write that fails (full disk, read-only or vanished directory) raises
+    :class:`CheckpointError` naming the path and the reason, after removing its temporary
+    directory; the checkpoints already on disk are kept.
     """
     import orbax.checkpoint as ocp
 
@@ -231,8 +316,11 @@ def save_checkpoint(
         )
     meta = {"format": FORMAT, "step": step, "num_leaves": len(leaves_meta), "leaves": leaves_meta}
 
-    root = _ckpt_root(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = _ckpt_root(run_dir, last_good)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {step}: {_os_reason(e, root)}") from e
     _remove_tmp_dirs(root)
     target = root / str(step)
     items: dict[str, Any] = {
@@ -244,24 +332,77 @@ def save_checkpoint(
     with _quiet():
         ckptr = _checkpointer()
         try:
-            ckptr.save(target, args=ocp.args.Composite(**items), force=True)
+            with _stray_tracebacks_muted():
+                ckptr.save(target, args=ocp.args.Composite(**items), force=True)
         except Exception as e:
-            raise CheckpointError(f"saving checkpoint {target} failed: {e}") from e
+            _remove_tmp_dirs(root)  # free what the failed write took
+            os_err = _os_error(e)
+            reason = _os_reason(os_err, target) if os_err else f"{type(e).__name__}: {e}"
+            kept = list_steps(run_dir, last_good)
+            raise CheckpointError(
+                f"cannot write checkpoint {step}: {reason}; "
+                + (f"the earlier checkpoints {kept} are kept" if kept else "no checkpoint kept")
+            ) from e
         finally:
-            ckptr.close()
+            with contextlib.suppress(Exception):
+                ckptr.close()
     if not _is_complete(target):  # pragma: no cover - would be an orbax bug
         raise CheckpointError(f"orbax reported success but {target} is not a finalised checkpoint")
 
-    for old in list_steps(run_dir)[:-keep]:
-        shutil.rmtree(root / str(old), ignore_errors=True)
+    if not last_good:
+        for old in list_steps(run_dir)[:-keep]:
+            shutil.rmtree(root / str(old), ignore_errors=True)
     return target
 
 
 def _remove_tmp_dirs(root: Path) -> None:
     """Delete temporary dirs left by crashed saves (single writer per run_dir assumed)."""
-    for p in root.iterdir():
-        if _TMP_MARK in p.name and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for p in root.iterdir():
+            if _TMP_MARK in p.name and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The first ``OSError`` with an errno in ``err``'s cause / context chain (orbax and
+    tensorstore wrap the OS's error; tensorstore's own message carries the errno text)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return err
+        text = str(err)
+        for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM):
+            if os.strerror(code) in text:
+                return OSError(code, os.strerror(code))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _os_reason(err: OSError, path: Path) -> str:
+    where = err.filename or path
+    return f"{where}: {err.strerror or err}"
+
+
+def probe_writable(directory: str | Path) -> None:
+    """Create ``directory`` (and parents) and write, flush and delete a small file in it;
+    raises :class:`CheckpointError` naming the path and the OS's reason (read-only, no
+    permission, no space left) if that fails. Run before any compute."""
+    directory = Path(directory)
+    probe = directory / f"{_PROBE}{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(f"{_PROBE}*"):  # left by a process killed mid-probe
+            stale.unlink()
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise CheckpointError(f"cannot write to run directory {_os_reason(e, directory)}") from e
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,19 +410,19 @@ def _remove_tmp_dirs(root: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _checkpoint_path(run_dir: str | Path, step: int | None) -> Path:
+def _checkpoint_path(run_dir: str | Path, step: int | None, last_good: bool = False) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     if step is None:
-        step = latest_step(run_dir)
+        step = latest_step(run_dir) if not last_good else (list_steps(run_dir, True) or [None])[-1]
         if step is None:
-            raise CheckpointError(f"no finalised checkpoint in {_ckpt_root(run_dir)}")
-    path = _ckpt_root(run_dir) / str(int(step))
+            raise CheckpointError(f"no finalised checkpoint in {_ckpt_root(run_dir, last_good)}")
+    path = _ckpt_root(run_dir, last_good) / str(int(step))
     if not _is_complete(path):
-        available = list_steps(run_dir)
+        available = list_steps(run_dir, last_good)
         raise CheckpointError(
-            f"no finalised checkpoint for step {step} in {_ckpt_root(run_dir)} "
+            f"no finalised checkpoint for step {step} in {_ckpt_root(run_dir, last_good)} "
             f"(available steps: {available or 'none'})"
         )
     return path
@@ -297,18 +438,29 @@ def _read_head(ckptr: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             args=ocp.args.Composite(meta=ocp.args.JsonRestore(), extra=ocp.args.JsonRestore()),
         )
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} metadata is unreadable: {e}") from e
+        raise CorruptCheckpointError(
+            f"checkpoint {path} metadata is unreadable: {_first_line(e)}"
+        ) from e
     meta, extra = head["meta"], head["extra"]
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has unknown format metadata")
+        raise CorruptCheckpointError(f"checkpoint {path} has unknown format metadata")
+    if not isinstance(extra, dict):
+        raise CorruptCheckpointError(f"checkpoint {path} has unreadable extra metadata")
     return meta, extra
 
 
-def read_extra(run_dir: str | Path, step: int | None = None) -> dict[str, Any]:
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def read_extra(
+    run_dir: str | Path, step: int | None = None, last_good: bool = False
+) -> dict[str, Any]:
     """The JSON ``extra`` of checkpoint ``step`` (default: latest) without reading its arrays,
     e.g. to compare a saved config before building a template. Errors as
     :func:`restore_checkpoint`."""
-    path = _checkpoint_path(run_dir, step)
+    path = _checkpoint_path(run_dir, step, last_good)
     with _quiet():
         ckptr = _checkpointer()
         try:
@@ -331,7 +483,7 @@ def read_meta(run_dir: str | Path, step: int | None = None) -> dict[str, Any]:
 
 
 def restore_checkpoint(
-    run_dir: str | Path, template: PyTree, step: int | None = None
+    run_dir: str | Path, template: PyTree, step: int | None = None, last_good: bool = False
 ) -> tuple[PyTree, dict[str, Any]]:
     """Restore checkpoint ``step`` (default: latest) into the structure of ``template``.
 
@@ -340,13 +492,14 @@ def restore_checkpoint(
     (jax arrays for jax/ShapeDtypeStruct leaves, numpy arrays for numpy leaves, Python
     scalars for Python scalars). Returns ``(state, extra)``.
 
-    Raises :class:`CheckpointError` for a missing run dir or checkpoint, any
-    structure/shape/dtype mismatch (naming the first mismatching leaf), and unreadable,
-    truncated or corrupt checkpoint files.
+    Raises :class:`CheckpointError` for a missing run dir or checkpoint and any
+    structure/shape/dtype mismatch (naming the first mismatching leaf), and its subclass
+    :class:`CorruptCheckpointError` for unreadable, truncated or corrupt checkpoint files.
+    ``last_good`` reads ``checkpoints/last-good/<step>/``.
     """
     import orbax.checkpoint as ocp
 
-    path = _checkpoint_path(run_dir, step)
+    path = _checkpoint_path(run_dir, step, last_good)
     with _quiet():
         ckptr = _checkpointer()
         try:
@@ -359,16 +512,18 @@ def restore_checkpoint(
                     _leaf_key(i): ocp.RestoreArgs(restore_type=np.ndarray) for i in stored
                 }
                 try:
-                    out = ckptr.restore(
-                        path,
-                        args=ocp.args.Composite(
-                            state=ocp.args.PyTreeRestore(restore_args=restore_args)
-                        ),
-                    )
+                    with _stray_tracebacks_muted():
+                        out = ckptr.restore(
+                            path,
+                            args=ocp.args.Composite(
+                                state=ocp.args.PyTreeRestore(restore_args=restore_args)
+                            ),
+                        )
                     flat = out["state"]
                 except Exception as e:
-                    raise CheckpointError(
-                        f"checkpoint {path} is truncated or corrupt (array data unreadable): {e}"
+                    raise CorruptCheckpointError(
+                        f"checkpoint {path} is truncated or corrupt (array data unreadable: "
+                        f"{_first_line(e)})"
                     ) from e
         finally:
             ckptr.close()
@@ -381,17 +536,64 @@ def restore_checkpoint(
             continue
         arr = flat.get(_leaf_key(i)) if isinstance(flat, dict) else None
         if arr is None:
-            raise CheckpointError(f"checkpoint {path} lacks array data for leaf {lpath}")
+            raise CorruptCheckpointError(f"checkpoint {path} lacks array data for leaf {lpath}")
         arr = np.asarray(arr)
         if tuple(arr.shape) != tuple(lmeta["shape"]) or str(arr.dtype) != lmeta["dtype"]:
-            raise CheckpointError(
+            raise CorruptCheckpointError(
                 f"checkpoint {path} is corrupt: leaf {lpath} has shape {arr.shape} "
                 f"dtype {arr.dtype}, its metadata says {tuple(lmeta['shape'])} {lmeta['dtype']}"
             )
         if _crc(arr) != lmeta["crc32"]:
-            raise CheckpointError(f"checkpoint {path} is corrupt: checksum mismatch at {lpath}")
+            raise CorruptCheckpointError(
+                f"checkpoint {path} is corrupt: checksum mismatch at {lpath}"
+            )
         leaves.append(_from_numpy(arr, tleaf, lmeta))
     return jax.tree_util.tree_unflatten(treedef, leaves), extra
+
+
+def restore_newest(
+    run_dir: str | Path,
+    template_for: Callable[[CheckpointRef, dict[str, Any]], PyTree],
+    step: int | None = None,
+    check: Callable[[CheckpointRef, dict[str, Any]], None] | None = None,
+) -> tuple[CheckpointRef, PyTree, dict[str, Any], list[tuple[CheckpointRef, str]]]:
+    """Restore the newest intact checkpoint of ``run_dir`` (of step ``step`` if given).
+
+    Candidates are :func:`list_checkpoints`, newest first. For each, ``check(ref, extra)``
+    sees its ``extra`` before any array is read (raise there to refuse it, e.g. a config
+    mismatch: that error propagates), ``template_for(ref, extra)`` builds the template, and a
+    :class:`CorruptCheckpointError` skips to the next older one. Returns ``(ref, state, extra,
+    skipped)`` with ``skipped`` the ``(ref, reason)`` of every newer checkpoint passed over.
+    Raises :class:`CheckpointError` when there is no checkpoint (of that step) and
+    :class:`CorruptCheckpointError`, naming each, when none is intact.
+    """
+    refs = list_checkpoints(run_dir)
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    if step is not None:
+        chosen = [r for r in refs if r.step == step]
+        if not chosen:
+            have = ", ".join(str(r.step) for r in refs) or "none"
+            raise CheckpointError(f"{run_dir} has no checkpoint at step {step} (steps: {have})")
+        refs = chosen
+    if not refs:
+        raise CheckpointError(f"no finalised checkpoint in {_ckpt_root(run_dir)}")
+    skipped: list[tuple[CheckpointRef, str]] = []
+    for ref in reversed(refs):
+        try:
+            extra = read_extra(run_dir, ref.step, ref.last_good)
+            if check is not None:
+                check(ref, extra)
+            tree, extra = restore_checkpoint(
+                run_dir, template_for(ref, extra), ref.step, ref.last_good
+            )
+        except CorruptCheckpointError as e:
+            skipped.append((ref, str(e)))
+            continue
+        return ref, tree, extra, skipped
+    raise CorruptCheckpointError(
+        f"no intact checkpoint in {run_dir}: " + "; ".join(f"{why}" for _, why in skipped)
+    )
 
 
 def _check_template(path: Path, meta: dict[str, Any], template: PyTree):

@@ -4,7 +4,7 @@
 
     revflow train --algo rfm --env dmc:cheetah-run --seed 0 [--steps N] [--preset fast]
                   [any engine option, e.g. --eval-every 5000] [--agent.<field> VALUE ...]
-    revflow train --resume RUN_DIR
+    revflow train --resume RUN_DIR [--step N] [--agent.<field> VALUE ...] [--<option> VALUE ...]
     revflow train-compiled --algo sac --env mjx:CheetahRun --num-envs 64 [--steps N] [--preset fast]
                   [any option of revflow.compiled.CompiledConfig] [--agent.<field> VALUE ...]
     revflow train-compiled --resume RUN_DIR
@@ -16,20 +16,27 @@
     revflow report RUNS... --out DIR [--final-window N] [--normalize-ref ENV=LOW:HIGH ...]
     revflow toy [options of the 2-D toy benchmark]
     revflow sample --target MODULE:FUNCTION --dim D [--steps N] [--out DIR]
+    revflow list [algos|envs|presets]
+    revflow --debug ...   (any command: show the traceback of an error)
 
 ``revflow train --help`` lists every engine option and every field of the chosen algorithm's
 config (``--algo`` picks which; the defaults shown are those of ``--preset``). An unknown
 algorithm, environment, preset or an invalid option value prints one ``error:`` line and
-exits with status 2 before any computation.
+exits with status 2 before any computation. Every other failure a user can cause (a non-finite
+loss, a full disk, a read-only run directory, a corrupt checkpoint or log) prints one
+``error:`` line naming what failed and exits with status 1; Ctrl-C during training writes a
+checkpoint and prints how to resume (status 130). ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -37,7 +44,7 @@ from revflow.engine import TrainConfig
 
 __all__ = ["EvalArgs", "ExportArgs", "main"]
 
-USAGE = """usage: revflow {train,train-compiled,eval,export,bench,sweep,report,toy,sample} ...
+USAGE = """usage: revflow [--debug] {train,train-compiled,eval,export,bench,sweep,report,toy,sample,list} ...
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
@@ -61,6 +68,9 @@ commands:
   toy                 the 2-D Boltzmann sampling toy benchmark
   sample              fit a sampler to an unnormalised log density MODULE:FUNCTION;
                       writes samples.npy and a corner plot
+  list                what exists: revflow list [algos|envs|presets]
+
+--debug (anywhere on the line) shows the traceback of an error instead of its one line.
 """
 
 
@@ -68,9 +78,53 @@ class UsageError(Exception):
     """A bad command line: printed as one ``error:`` line, exit status 2."""
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split()) or type(message).__name__
+
+
+def _fail(message: object, status: int = 2) -> int:
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
+def _notify(message: str) -> None:
+    """A progress line of the engine: warnings to stderr, the rest to stdout."""
+    print(message, file=sys.stderr if message.startswith("warning:") else sys.stdout, flush=True)
+
+
+def _tyro_cli(cls: Any, argv: Sequence[str], prog: str) -> Any:
+    """``tyro.cli`` whose parse errors (a bad value, an unknown flag, a choice not among a
+    ``Literal``'s) become one :class:`UsageError` line instead of tyro's panel."""
+    import contextlib
+    import io
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=list(argv), prog=prog)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        raise UsageError(_panel_message(captured.getvalue())) from None
+
+
+def _panel_message(text: str) -> str:
+    """The message of a tyro error panel: its first section below the title, without the
+    borders (a box on a terminal, rules of dashes otherwise)."""
+    boxed = "╭" in text
+    sections: list[list[str]] = [[]]
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("╭"):
+            continue  # the title, inside the top border
+        stripped = stripped.strip("│|").strip()
+        if stripped and set(stripped) <= set("-─╰╯+"):
+            sections.append([])
+        elif stripped:
+            sections[-1].append(stripped)
+    sections = [sec for sec in sections if sec]
+    body = sections[0] if boxed or len(sections) < 2 else sections[1]
+    return " ".join(body) if sections else "invalid command line (see --help)"
 
 
 def _option_value(argv: Sequence[str], name: str) -> str | None:
@@ -110,6 +164,53 @@ def _agent_class(algo: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def field_doc(cls: type, name: str) -> str:
+    """The ``#:`` comment above field ``name`` in the nearest class of ``cls``'s MRO that
+    declares it with one (a subclass that only changes a default inherits its description)."""
+    import inspect
+
+    for owner in cls.__mro__:
+        if name not in inspect.get_annotations(owner):
+            continue
+        try:
+            lines = inspect.getsource(owner).splitlines()
+        except (OSError, TypeError):
+            continue
+        for i, line in enumerate(lines):
+            if re.match(rf"\s+{name}\s*:", line):
+                doc: list[str] = []
+                for prev in reversed(lines[:i]):
+                    if not prev.strip().startswith("#:"):
+                        break
+                    doc.insert(0, prev.strip()[2:].strip())
+                if doc:
+                    return " ".join(doc)
+                break
+    return ""
+
+
+def _with_inherited_help(cls: type, types: dict[str, Any] | None = None) -> type:
+    """``cls`` with every field's help set from :func:`field_doc` (and the annotations in
+    ``types`` replaced), for tyro's ``--help``."""
+    import typing
+
+    hints = {**typing.get_type_hints(cls, include_extras=True), **(types or {})}
+    fields = [
+        (
+            f.name,
+            Annotated[hints[f.name], tyro.conf.arg(help=field_doc(cls, f.name) or None)],
+            dataclasses.field(default=f.default),
+        )
+        for f in dataclasses.fields(cls)
+    ]
+    return dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), frozen=True)
+
+
+def _as(cls: type, value: Any, **changes: Any) -> Any:
+    """``value`` (an instance of ``cls`` or of a subclass) as a plain ``cls``."""
+    return cls(**{f.name: getattr(value, f.name) for f in dataclasses.fields(cls)}, **changes)
+
+
 def _parse_train_command(
     argv: Sequence[str], prog: str, loop_cls: type, doc: str, extra: list | None = None
 ) -> Any:
@@ -122,15 +223,20 @@ def _parse_train_command(
         agent_default = cls.Config.from_preset(preset)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    from revflow.agents.registry import available
+
+    names = tuple(available())
+    loop_shown = _with_inherited_help(loop_cls, {"algo": Literal[names]})  # lists the choices
+    agent_shown = _with_inherited_help(cls.Config)
     command = dataclasses.make_dataclass(
         "TrainCommand",
         [
             (
                 "train",
-                Annotated[loop_cls, tyro.conf.OmitArgPrefixes],
-                dataclasses.field(default=loop_cls(algo=algo)),
+                Annotated[loop_shown, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default=loop_shown(algo=algo)),
             ),
-            ("agent", cls.Config, dataclasses.field(default=agent_default)),
+            ("agent", agent_shown, dataclasses.field(default=_as(agent_shown, agent_default))),
             ("preset", str, dataclasses.field(default=preset)),
             *(extra or []),
         ],
@@ -141,21 +247,66 @@ def _parse_train_command(
         preset=preset,
         presets=", ".join(sorted(cls.Config.PRESETS)),
     )
-    return tyro.cli(command, args=list(argv), prog=prog)
+    parsed = _tyro_cli(command, list(argv), prog)
+    plain = loop_cls(
+        **{f.name: getattr(parsed.train, f.name) for f in dataclasses.fields(loop_cls)}
+    )
+    return dataclasses.replace(parsed, train=plain)
+
+
+def _resume_args(argv: Sequence[str], fixed: Sequence[str]) -> tuple[str, int | None, dict]:
+    """``(run dir, step, changes)`` of ``--resume RUN_DIR [--step N] [--key VALUE ...]``
+    (``--no-key`` sets a boolean option false); values stay text for
+    :mod:`revflow.overrides`."""
+    run_dir, step, changes = None, None, {}
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        flag, eq, value = tokens[i].partition("=")
+        if not flag.startswith("--"):
+            raise UsageError(f"unexpected argument {tokens[i]!r} (options look like --key VALUE)")
+        name = flag[2:]
+        if not eq and name.startswith("no-"):
+            changes[name[3:]] = "false"
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(tokens):
+                raise UsageError(f"{flag} needs a value")
+            value = tokens[i + 1]
+            i += 1
+        i += 1
+        if name == "resume":
+            run_dir = value
+        elif name == "step":
+            try:
+                step = int(value)
+            except ValueError:
+                raise UsageError(f"--step takes an env step (an integer), got {value!r}") from None
+        elif name.replace("-", "_") in fixed:
+            raise UsageError(
+                f"--resume takes no other options than --step N and changed agent or loop "
+                f"options; {flag} cannot change on resume (it fixes the run's identity or "
+                "its replay buffer): start a new run instead"
+            )
+        else:
+            changes[name] = value
+    assert run_dir is not None
+    return run_dir, step, changes
 
 
 def _train_command(argv: Sequence[str]) -> int:
     resume = _option_value(argv, "resume")
-    if resume is not None:
-        others = [t for t in argv if t.partition("=")[0] != "--resume" and t != resume]
-        if others:
-            raise UsageError(f"--resume takes no other options (got {' '.join(others)})")
+    if resume is not None and not {"-h", "--help"} & set(argv):
         from revflow import engine
+        from revflow.overrides import OverrideError
 
+        run_dir, step, changes = _resume_args(argv, engine.FIXED_ON_RESUME)
         try:
-            engine.resume(resume)
-        except (FileNotFoundError, engine.ConfigMismatchError) as err:
+            engine.resume(run_dir, step=step, changes=changes, notify=_notify)
+        except (FileNotFoundError, engine.ConfigMismatchError, OverrideError) as err:
             raise UsageError(str(err)) from err
+        print(f"run saved in {run_dir}")
         return 0
 
     parsed = _parse_train_command(
@@ -164,7 +315,8 @@ def _train_command(argv: Sequence[str]) -> int:
         TrainConfig,
         "Train an agent. Agent options are those of --algo {algo} ({config}, defaults of "
         "--preset {preset}); presets: {presets}. --resume RUN_DIR continues a killed run "
-        "(no other options).",
+        "(--step N: from that checkpoint; other options given with it change the run's "
+        "config from there on, e.g. a lower --agent.critic-lr after a non-finite loss).",
         extra=[("resume", str | None, dataclasses.field(default=None))],
     )
     cfg: TrainConfig = parsed.train
@@ -192,7 +344,8 @@ def _train_command(argv: Sequence[str]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class EvalArgs:
-    """Evaluate the latest checkpoint of a run and report mean ± std return. A compiled run
+    """Evaluate the newest intact checkpoint of a run (--step N: that one) and report mean ±
+    std return; a newer checkpoint that is corrupt is skipped with a warning. A compiled run
     (revflow train-compiled) is evaluated on its own mjx: task, with the compiled loop's
     evaluation (its episode length; compiles one jitted call); its --video renders the
     task's dm_control twin (dmc:..., built-in mjx: tasks only)."""
@@ -208,6 +361,8 @@ class EvalArgs:
     #: Also render one episode headlessly to this file (.mp4 needs imageio-ffmpeg; .gif
     #: works with plain imageio).
     video: str | None = None
+    #: Evaluate the checkpoint of this env step (default: the newest intact one).
+    step: int | None = None
 
 
 def _check_video_writer(path: str) -> None:
@@ -225,10 +380,28 @@ def _check_video_writer(path: str) -> None:
             ) from err
 
 
+def _check_render(env_name: str, video: str) -> None:
+    """Build ``env_name`` for rendering once (before any compute), so a missing renderer
+    (pygame for Gymnasium's classic control, EGL/OSMesa for MuJoCo) is one line."""
+    from revflow.envs import make_env
+
+    try:
+        env = make_env(env_name, render=True)
+        try:
+            env.reset(seed=0)
+            env.render()
+        finally:
+            env.close()
+    except Exception as err:  # gymnasium's DependencyNotInstalled, ImportError, GL errors
+        raise UsageError(
+            f"--video {video}: {env_name} cannot render here ({_one_line(err)})"
+        ) from err
+
+
 def _eval_command(argv: Sequence[str]) -> int:
     from revflow.agents.base import ACT_MODES
 
-    args = tyro.cli(EvalArgs, args=list(argv), prog="revflow eval")
+    args = _tyro_cli(EvalArgs, list(argv), "revflow eval")
     if args.mode not in ACT_MODES:
         raise UsageError(f"unknown --mode {args.mode!r}; expected one of {', '.join(ACT_MODES)}")
     if args.episodes < 1:
@@ -242,7 +415,9 @@ def _eval_command(argv: Sequence[str]) -> int:
     if compiled.is_compiled_run(args.run_dir):
         return _eval_compiled(args)
     try:
-        agent, state, cfg, step = engine.load_agent(args.run_dir)
+        if args.video:
+            _check_render(engine.load_run(args.run_dir)[0].env, args.video)
+        agent, state, cfg, step = engine.load_agent(args.run_dir, args.step, notify=_notify)
     except (FileNotFoundError, CheckpointError, engine.ConfigMismatchError) as err:
         raise UsageError(str(err)) from err
     mean, std, _ = engine.evaluate(agent, state, cfg.env, args.episodes, args.mode, args.seed)
@@ -278,7 +453,7 @@ def _eval_compiled(args: EvalArgs) -> int:
         )
     try:
         trainer, state, step = compiled.load_agent(
-            args.run_dir, eval_episodes=args.episodes, eval_mode=args.mode
+            args.run_dir, args.step, eval_episodes=args.episodes, eval_mode=args.mode
         )
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
@@ -352,7 +527,7 @@ def _bench_command(argv: Sequence[str]) -> int:
         raise UsageError(f"unknown bench {argv[0]!r}; available: throughput")
     from revflow.bench import ThroughputArgs, run_throughput
 
-    args = tyro.cli(ThroughputArgs, args=list(argv[1:]), prog="revflow bench throughput")
+    args = _tyro_cli(ThroughputArgs, list(argv[1:]), "revflow bench throughput")
     _agent_class(args.algo)
     try:
         _agent_class(args.algo).Config.from_preset(args.preset)
@@ -366,7 +541,7 @@ def _bench_command(argv: Sequence[str]) -> int:
 def _sweep_command(argv: Sequence[str]) -> int:
     from revflow.sweep import SweepArgs, SweepError, run_sweep
 
-    args = tyro.cli(SweepArgs, args=list(argv), prog="revflow sweep")
+    args = _tyro_cli(SweepArgs, list(argv), "revflow sweep")
     try:
         return run_sweep(args)
     except SweepError as err:
@@ -378,7 +553,7 @@ def _report_command(argv: Sequence[str]) -> int:
 
     from revflow.report import ReportArgs, ReportError, ReportWarning, run_report
 
-    args = tyro.cli(ReportArgs, args=list(argv), prog="revflow report")
+    args = _tyro_cli(ReportArgs, list(argv), "revflow report")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         try:
@@ -394,7 +569,7 @@ def _report_command(argv: Sequence[str]) -> int:
 def _toy_command(argv: Sequence[str]) -> int:
     from revflow.toy.command import ToyArgs, run_toy
 
-    run_toy(tyro.cli(ToyArgs, args=list(argv), prog="revflow toy"))
+    run_toy(_tyro_cli(ToyArgs, list(argv), "revflow toy"))
     return 0
 
 
@@ -414,9 +589,11 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
 
     resume = _option_value(argv, "resume")
     if resume is not None:
-        others = [t for t in argv if t.partition("=")[0] != "--resume" and t != resume]
+        resume, step, others = _resume_args(argv, ())
         if others:
-            raise UsageError(f"--resume takes no other options (got {' '.join(others)})")
+            raise UsageError(
+                f"--resume takes no other options than --step N (got {', '.join(others)})"
+            )
         from revflow.checkpoint import CheckpointError
         from revflow.compiled import load_run
 
@@ -426,7 +603,9 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         except (FileNotFoundError, ValueError, ImportError) as err:
             raise UsageError(str(err)) from err
         try:
-            run_dir, _ = train_compiled(cfg, agent_cfg, resume, trainer=trainer, resume=True)
+            run_dir, _ = train_compiled(
+                cfg, agent_cfg, resume, trainer=trainer, resume=True, step=step, notify=_notify
+            )
         except (ConfigMismatchError, CheckpointError) as err:
             raise UsageError(str(err)) from err
         print(f"run saved in {run_dir}")
@@ -440,7 +619,7 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         "(revflow.compiled): parallel envs, device-resident replay and updates in one jitted "
         "call per chunk, sharded over all visible devices. Agent options are those of --algo "
         "{algo} ({config}, defaults of --preset {preset}); presets: {presets}. --resume RUN_DIR "
-        "continues a killed run from its latest checkpoint (no other options).",
+        "continues a killed run from its newest intact checkpoint (--step N: that one).",
         extra=[("resume", str | None, dataclasses.field(default=None))],
     )
     cfg = parsed.train
@@ -461,6 +640,54 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# list
+# --------------------------------------------------------------------------------------------
+
+LIST_TOPICS = ("algos", "envs", "presets")
+
+
+def _summary(cls: type) -> str:
+    """The first sentence of an agent's docstring (its module's if it has none)."""
+    doc = cls.__doc__ if cls.__doc__ and cls.__doc__ is not object.__doc__ else None
+    text = " ".join(
+        (doc or sys.modules[cls.__module__].__doc__ or cls.__name__).split("\n\n")[0].split()
+    )
+    sentence = re.sub(r"\s*\([^()]*doc[^()]*\)$", "", text.split(". ")[0].rstrip("."))
+    return sentence if len(sentence) <= 110 else sentence[:107] + "..."
+
+
+def _list_command(argv: Sequence[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: revflow list [{'|'.join(LIST_TOPICS)}]  (default: all three)")
+        return 0
+    topics = list(argv) or list(LIST_TOPICS)
+    bad = [t for t in topics if t not in LIST_TOPICS]
+    if bad:
+        raise UsageError(f"unknown list topic {bad[0]!r}; expected one of {', '.join(LIST_TOPICS)}")
+    from revflow.agents.registry import available, get_agent_class
+
+    for topic in topics:
+        if topic == "algos":
+            print("algorithms (revflow train --algo NAME; NAME's options: --algo NAME --help):")
+            for name in available():
+                print(f"  {name:14s} {_summary(get_agent_class(name))}")
+        elif topic == "presets":
+            print("presets (revflow train --algo NAME --preset PRESET):")
+            for name in available():
+                presets = get_agent_class(name).Config.PRESETS
+                print(f"  {name:14s} {', '.join(sorted(presets))}")
+        else:
+            from revflow.envs import ENV_FAMILIES
+
+            print("environments (revflow train --env NAME):")
+            for family in ENV_FAMILIES:
+                print(f"  {family.prefix}  {family.description}")
+                for line in family.listing():
+                    print(f"    {line}")
+    return 0
+
+
 COMMANDS = {
     "train": _train_command,
     "train-compiled": _train_compiled_command,
@@ -469,12 +696,46 @@ COMMANDS = {
     "bench": _bench_command,
     "sweep": _sweep_command,
     "report": _report_command,
+    "list": _list_command,
 }
+
+
+def _handle(handler: Any, rest: list[str]) -> int:
+    """Run a command; every error becomes one ``error:`` line and an exit status: 2 for a bad
+    command line or a refused request, 1 for a failure during the run, 130 for an interrupt."""
+    from revflow.checkpoint import CheckpointError
+    from revflow.engine import ConfigMismatchError, Interrupted, NumericalError, ResumeRefused
+    from revflow.overrides import OverrideError
+
+    try:
+        return handler(rest)
+    except UsageError as err:
+        return _fail(err)
+    except Interrupted as err:
+        print(_one_line(err), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (ConfigMismatchError, ResumeRefused, OverrideError, FileExistsError) as err:
+        return _fail(err)
+    except (CheckpointError, NumericalError) as err:
+        return _fail(err, 1)
+    except OSError as err:  # disk full, read-only or vanished directory, permissions
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(f"{where}{err.strerror or err}", 1)
+    except Exception as err:
+        return _fail(
+            f"{type(err).__name__}: {_one_line(err)} (an unexpected error: `revflow --debug "
+            "...` shows its traceback)",
+            1,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``revflow`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REVFLOW_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -483,12 +744,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         return _fail(
             f"unknown command {command!r}; expected one of train, train-compiled, eval, export, "
-            "bench, sweep, report, toy, sample"
+            "bench, sweep, report, toy, sample, list"
         )
-    try:
-        return handler(rest)
-    except UsageError as err:
-        return _fail(str(err))
+    if debug:
+        try:
+            return handler(rest)
+        except UsageError as err:
+            return _fail(err)
+    return _handle(handler, rest)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -625,31 +626,38 @@ def _save(
 
 
 def _restore(
-    trainer: CompiledTrainer, path: Path, config: dict[str, Any] | None, step: int | None = None
+    trainer: CompiledTrainer,
+    path: Path,
+    config: dict[str, Any] | None,
+    step: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[LoopState, _Host, dict[str, Any], int]:
-    """The carry, host state, extra and step of checkpoint ``step`` (default: the latest),
-    after checking its config against ``config`` (None: against ``config.json``) before any
-    array is read."""
-    from revflow.checkpoint import CheckpointError, latest_step, read_extra, restore_checkpoint
+    """The carry, host state, extra and step of the newest intact checkpoint (or that of
+    ``step``), after checking its config against ``config`` (None: against ``config.json``)
+    before any array is read; ``notify`` hears of each newer checkpoint skipped as corrupt."""
+    from revflow.checkpoint import CheckpointError, list_checkpoints, restore_newest
 
-    if step is None:
-        step = latest_step(path)
-        if step is None:
-            raise CheckpointError(
-                f"no checkpoint in {path}: nothing to resume (start the run without --resume "
-                "/ resume=True, or check the run directory)"
-            )
-    extra = read_extra(path, step)
+    if step is None and not list_checkpoints(path):
+        raise CheckpointError(
+            f"no checkpoint in {path}: nothing to resume (start the run without --resume "
+            "/ resume=True, or check the run directory)"
+        )
     other = "the requested one"
     if config is None:
         config, other = json.loads((path / CONFIG_FILE).read_text()), CONFIG_FILE
-    _check_config(
-        extra.get("config"),
-        config,
-        f"checkpoint {step} in {path} was written with another config than {other}",
-    )
+
+    def check(ref: Any, extra: dict[str, Any]) -> None:
+        _check_config(
+            extra.get("config"),
+            config,
+            f"checkpoint {ref.step} in {path} was written with another config than {other}",
+        )
+
     template = {"loop": trainer.abstract_state(), "eval_key": jax.random.key(0)}
-    tree, extra = restore_checkpoint(path, template, step)
+    ref, tree, extra, skipped = restore_newest(path, lambda r, e: template, step, check)
+    if notify is not None:
+        for bad, why in skipped:
+            notify(f"warning: skipped {bad.describe()} ({why}); using {ref.describe()}")
     last = extra["last_eval"]
     host = _Host(
         eval_key=tree["eval_key"],
@@ -657,7 +665,7 @@ def _restore(
         next_checkpoint=int(extra["next_checkpoint"]),
         last_eval=None if last is None else (int(last[0]), float(last[1]), float(last[2])),
     )
-    return tree["loop"], host, extra, step
+    return tree["loop"], host, extra, ref.step
 
 
 def _write_result(path: Path, cfg: CompiledConfig, state: LoopState, host: _Host) -> None:
@@ -682,6 +690,8 @@ def train_compiled(
     run_dir: str | Path | None = None,
     trainer: CompiledTrainer | None = None,
     resume: bool = False,
+    step: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[Path, LoopState]:
     """Train with the compiled loop; returns the run directory and the final loop state.
 
@@ -695,11 +705,20 @@ def train_compiled(
     checkpoint, bit-exactly as if it had not stopped (same devices); it raises
     ``CheckpointError`` if there is none and :class:`~revflow.engine.ConfigMismatchError`,
     naming the differing keys, if ``cfg`` / ``agent_cfg`` are not the checkpoint's (both
-    before any compute). Resuming a finished run returns its final state.
+    before any compute). Resuming a finished run returns its final state. It resumes the
+    newest intact checkpoint (``step``: that one), ``notify`` hearing of each newer one
+    skipped as corrupt and where it resumes.
+
+    A non-finite metric or parameter raises :class:`~revflow.engine.NumericalError`; the
+    newest checkpoint (written before that chunk) is the last good state. An interrupt
+    (SIGINT) writes a checkpoint at the next chunk end (exact: the carry holds the
+    environments) and raises :class:`~revflow.engine.Interrupted`.
     """
-    from revflow.checkpoint import latest_step
-    from revflow.engine import read_result
+    from revflow.checkpoint import CheckpointError, list_checkpoints, probe_writable
+    from revflow.engine import Interrupted, NumericalError, read_result, stop_on_interrupt
     from revflow.metrics_log import RunLogger
+
+    say = notify or (lambda message: None)
 
     trainer = trainer or CompiledTrainer(cfg, agent_cfg)
     if trainer.cfg != cfg or trainer.agent_cfg != agent_cfg:
@@ -709,20 +728,32 @@ def train_compiled(
     total = cfg.iterations
     n = cfg.num_envs
     if resume:
-        state, host, extra, start = _restore(trainer, path, config)
+        state, host, extra, start = _restore(trainer, path, config, step, say)
         if extra.get("complete"):
-            if read_result(path) is None:  # killed between the last checkpoint and result.json
+            try:
+                result = read_result(path)
+            except CheckpointError:
+                result = None
+            if result is None:  # killed between the last checkpoint and result.json
                 _write_result(path, cfg, state, host)
+            say(f"{path} had already finished ({start} env steps); nothing to do")
             return path, state
+        say(f"resuming {path} from checkpoint {start} (env step {start} of {total * n})")
     else:
-        if latest_step(path) is not None:
+        if list_checkpoints(path):
             raise FileExistsError(
                 f"{path} already holds checkpoints; continue it with `revflow train-compiled "
                 f"--resume {path}` (resume=True) or choose another --run-dir / --seed"
             )
-        path.mkdir(parents=True, exist_ok=True)
+        if (path / CONFIG_FILE).is_file():
+            raise FileExistsError(
+                f"{path} holds a run that stopped before its first checkpoint ({CONFIG_FILE} "
+                "and logs); remove it or choose another --run-dir / --seed / --label"
+            )
+        probe_writable(path)
         _write_json(path / CONFIG_FILE, config)
         state, host, start = trainer.init_state(), _Host.initial(cfg), 0
+    stop = threading.Event()
     chunk = trainer.chunk_fn()
     logger = RunLogger(
         path,
@@ -736,49 +767,72 @@ def train_compiled(
         progress=cfg.progress,
     )
     try:
-        it = int(state.iteration)
-        while it < total:
-            # Chunks end at multiples of chunk_iters (and at the end), resumed runs included.
-            num = min(cfg.chunk_iters - it % cfg.chunk_iters, total - it)
-            t0 = time.perf_counter()
-            state, stats = chunk(state, jnp.asarray(num, jnp.int32))
-            stats = jax.device_get(stats)
-            seconds = time.perf_counter() - t0
-            it += num
-            step = it * n
-            if not bool(stats["params_finite"]) or not all(
-                np.isfinite(v) for v in stats["metrics"].values()
-            ):
-                raise FloatingPointError(
-                    f"non-finite parameters or metrics in the chunk ending at env step {step}"
-                )
-            values: dict[str, float] = {}
-            if stats["updates"]:
-                values = {k: float(v) / int(stats["updates"]) for k, v in stats["metrics"].items()}
-            values["charts/sps"] = num * n / max(seconds, 1e-9)
-            values["charts/updates"] = int(state.updates)
-            logger.log_metrics(step, values)
-            if stats["episodes"]:
-                episodes = int(stats["episodes"])
-                logger.log_episode(
-                    step,
-                    float(stats["return_sum"]) / episodes,
-                    int(stats["length_sum"]) // episodes,
-                )
-            if cfg.eval_every and (step >= host.next_eval or it >= total):
-                host.eval_key, sub = jax.random.split(host.eval_key)
-                returns = trainer.evaluate(state.agent, sub)
-                host.last_eval = (step, float(returns.mean()), float(returns.std()))
-                logger.log_eval(step, host.last_eval[1], host.last_eval[2])
-                host.next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-            every = cfg.checkpoint_every
-            if cfg.checkpoint and every and step >= host.next_checkpoint and it < total:
-                host.next_checkpoint = (step // every + 1) * every
-                _save(path, step, state, host, config, cfg)
-            logger.progress(step)
-        if cfg.checkpoint:
-            _save(path, total * n, state, host, config, cfg)
-        _write_result(path, cfg, state, host)
+        with stop_on_interrupt(stop):
+            it = int(state.iteration)
+            while it < total:
+                # Chunks end at multiples of chunk_iters (and at the end), resumed runs included.
+                num = min(cfg.chunk_iters - it % cfg.chunk_iters, total - it)
+                t0 = time.perf_counter()
+                state, stats = chunk(state, jnp.asarray(num, jnp.int32))
+                stats = jax.device_get(stats)
+                seconds = time.perf_counter() - t0
+                it += num
+                step = it * n
+                if not bool(stats["params_finite"]) or not all(
+                    np.isfinite(v) for v in stats["metrics"].values()
+                ):
+                    kept = [r.step for r in list_checkpoints(path)]
+                    good = f"checkpoint {kept[-1]}" if kept else "no checkpoint"
+                    raise NumericalError(
+                        f"non-finite parameters or metrics in the chunk ending at env step "
+                        f"{step}; nothing of it was saved, the last good state is {good} in "
+                        f"{path}: lower a learning rate (--agent.*-lr) or clip gradients "
+                        "(--agent.max-grad-norm) in a new run, or start another --seed",
+                        step,
+                        int(state.updates),
+                        "parameters or metrics",
+                    )
+                values: dict[str, float] = {}
+                if stats["updates"]:
+                    updates = int(stats["updates"])
+                    values = {k: float(v) / updates for k, v in stats["metrics"].items()}
+                values["charts/sps"] = num * n / max(seconds, 1e-9)
+                values["charts/updates"] = int(state.updates)
+                logger.log_metrics(step, values)
+                if stats["episodes"]:
+                    episodes = int(stats["episodes"])
+                    logger.log_episode(
+                        step,
+                        float(stats["return_sum"]) / episodes,
+                        int(stats["length_sum"]) // episodes,
+                    )
+                if cfg.eval_every and (step >= host.next_eval or it >= total):
+                    host.eval_key, sub = jax.random.split(host.eval_key)
+                    returns = trainer.evaluate(state.agent, sub)
+                    host.last_eval = (step, float(returns.mean()), float(returns.std()))
+                    logger.log_eval(step, host.last_eval[1], host.last_eval[2])
+                    host.next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+                every = cfg.checkpoint_every
+                if cfg.checkpoint and every and step >= host.next_checkpoint and it < total:
+                    host.next_checkpoint = (step // every + 1) * every
+                    _save(path, step, state, host, config, cfg)
+                logger.progress(step)
+                if stop.is_set() and it < total:
+                    if cfg.checkpoint:
+                        _save(path, step, state, host, config, cfg)
+                    raise Interrupted(
+                        f"interrupted at env step {step} of {total * n}: "
+                        + (
+                            f"checkpoint {step} written (exact); continue with `revflow "
+                            f"train-compiled --resume {path}`"
+                            if cfg.checkpoint
+                            else "no checkpoint written (checkpoint=False)"
+                        ),
+                        step,
+                    )
+            if cfg.checkpoint:
+                _save(path, total * n, state, host, config, cfg)
+            _write_result(path, cfg, state, host)
     finally:
         logger.close()
     return path, state
@@ -797,6 +851,7 @@ def load_agent(
     step: int | None = None,
     eval_episodes: int | None = None,
     eval_mode: str | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[CompiledTrainer, Any, int]:
     """``(trainer, agent state, step)`` of a compiled run's checkpoint (default: the latest).
 
@@ -807,11 +862,11 @@ def load_agent(
     and :class:`~revflow.engine.ConfigMismatchError` if the checkpoint's config differs from
     ``config.json``.
     """
-    from revflow.checkpoint import CheckpointError, latest_step
+    from revflow.checkpoint import CheckpointError, list_checkpoints
 
     path = Path(run_dir)
     cfg, agent_cfg = load_run(path)
-    if step is None and latest_step(path) is None:
+    if step is None and not list_checkpoints(path):
         raise CheckpointError(f"no checkpoint in {path}")
     cfg = dataclasses.replace(
         cfg,
@@ -820,5 +875,5 @@ def load_agent(
         eval_mode=eval_mode or cfg.eval_mode,
     )
     trainer = CompiledTrainer(cfg, agent_cfg)
-    state, _, _, step = _restore(trainer, path, None, step)
+    state, _, _, step = _restore(trainer, path, None, step, notify)
     return trainer, state.agent, step

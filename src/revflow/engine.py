@@ -29,14 +29,30 @@ the run). A checkpoint written on a numerical error is mid-episode; resuming fro
 new episode and drops the failed chunk's updates.
 
 A non-finite metric or parameter after an update call raises :class:`NumericalError` naming
-the env step, the update and the quantity, after saving the state from before that call.
+the env step, the update and the quantity, after saving the state from before that call as a
+*last good state* (``checkpoints/last-good/<step>/``, outside the rotation, so it never
+displaces a healthy checkpoint). :func:`resume` refuses to continue a last good state with an
+unchanged config (it would fail the same way) and says what to change; with ``changes`` (new
+values of agent or loop fields) it continues it under the changed config, which
+``config.json`` then holds (the earlier ones listed under ``earlier_configs``).
+
+Recovery: :func:`resume` and :func:`load_agent` take the newest *intact* checkpoint, naming
+each newer one they skipped and why (``notify``), or the one of ``step``. An interrupt
+(SIGINT, Ctrl-C) is taken at the next chunk end: the loop writes a checkpoint there (mid-
+episode unless the episode just ended: resuming it starts a new episode) and raises
+:class:`Interrupted`. :func:`train` writes a probe file into the run directory before any
+compute, so a read-only or full disk is reported before the first update.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import json
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,14 +64,24 @@ import numpy as np
 
 from revflow.agents.base import ACT_MODES, Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
-from revflow.checkpoint import CheckpointError, latest_step, restore_checkpoint, save_checkpoint
+from revflow.checkpoint import (
+    CheckpointError,
+    CheckpointRef,
+    CorruptCheckpointError,
+    list_checkpoints,
+    probe_writable,
+    restore_newest,
+    save_checkpoint,
+)
 from revflow.envs import env_info, make_env, make_vector_env
 from revflow.metrics_log import RunLogger
 from revflow.replay import ReplayBuffer
 
 __all__ = [
     "ConfigMismatchError",
+    "Interrupted",
     "NumericalError",
+    "ResumeRefused",
     "TrainConfig",
     "evaluate",
     "load_agent",
@@ -85,6 +111,18 @@ class NumericalError(FloatingPointError):
 
 class ConfigMismatchError(ValueError):
     """A run directory's saved config disagrees with a checkpoint or with the requested one."""
+
+
+class ResumeRefused(ValueError):
+    """Resuming as asked would repeat a recorded failure, or change what cannot change."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run stopped on an interrupt after writing a checkpoint at env step ``step``."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +215,12 @@ def validate_loop_options(cfg: Any) -> None:
     checkpoint_every, keep_checkpoints, seed, label."""
     require(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
     require(cfg.warmup_steps >= 0, "warmup_steps", cfg.warmup_steps, "must be >= 0")
+    require(
+        cfg.warmup_steps < cfg.steps,
+        "warmup_steps",
+        cfg.warmup_steps,
+        f"must be < steps={cfg.steps} (the run would never update its agent)",
+    )
     require(cfg.utd >= 1, "utd", cfg.utd, "must be >= 1")
     for name in ("batch_size", "buffer_size"):
         value = getattr(cfg, name)
@@ -191,10 +235,11 @@ def validate_loop_options(cfg: Any) -> None:
     require(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, ">= 1")
     require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
     require(
-        cfg.label is None or (bool(cfg.label) and _sanitize(cfg.label) == cfg.label),
+        cfg.label is None
+        or (bool(cfg.label) and _sanitize(cfg.label) == cfg.label and cfg.label.strip(".")),
         "label",
         cfg.label,
-        "must be None or a non-empty name of letters, digits, '_', '.', '-'",
+        "must be None or a non-empty name of letters, digits, '_', '.', '-' (not only dots)",
     )
 
 
@@ -422,17 +467,75 @@ def _template(
     return {"agent": state, "key": key, "replay": replay}
 
 
+Notify = Callable[[str], None]
+
+
+def _config_choices(run_dir: Path) -> list[dict[str, Any]]:
+    """The configs a checkpoint of ``run_dir`` may have been written with: ``config.json``'s
+    and those it had before a resume changed it (``earlier_configs``)."""
+    saved = read_run_json(run_dir)[1]
+    current = {k: v for k, v in saved.items() if k != "earlier_configs"}
+    return [current, *saved.get("earlier_configs", [])]
+
+
+def _failure_of(extra: dict[str, Any]) -> str | None:
+    failure = extra.get("numerical_error")
+    return None if failure is None else str(failure)
+
+
+def _restore_run(
+    run_dir: Path,
+    state: Any,
+    key: Any,
+    capacity: int,
+    dims: tuple[int, int],
+    step: int | None,
+    notify: Notify | None,
+    check: Callable[[CheckpointRef, dict[str, Any]], None] | None = None,
+) -> tuple[CheckpointRef, dict[str, Any], dict[str, Any]]:
+    """Restore the newest intact checkpoint of a run (or that of ``step``) whose config is
+    one of :func:`_config_choices`; ``notify`` hears of every newer one skipped and why."""
+    choices = [
+        {k: c.get(k) for k in ("train", "agent", "resolved")} for c in _config_choices(run_dir)
+    ]
+
+    def check_config(ref: CheckpointRef, extra: dict[str, Any]) -> None:
+        saved = extra.get("config") or {}
+        saved = {k: saved.get(k) for k in ("train", "agent", "resolved")}
+        if all(_diff(saved, c) for c in choices):
+            raise ConfigMismatchError(
+                f"{ref.describe()} in {run_dir} was written with another config than "
+                f"{CONFIG_FILE}: " + "; ".join(_diff(saved, choices[0]))
+            )
+        if check is not None:
+            check(ref, extra)
+
+    ref, tree, extra, skipped = restore_newest(
+        run_dir,
+        lambda r, _: _template(state, key, r.step, capacity, *dims),
+        step,
+        check_config,
+    )
+    if notify is not None:
+        for bad, why in skipped:
+            notify(f"warning: skipped {bad.describe()} ({why}); using {ref.describe()}")
+    return ref, tree, extra
+
+
 def load_agent(
-    run_dir: str | Path, step: int | None = None, dims: tuple[int, int] | None = None
+    run_dir: str | Path,
+    step: int | None = None,
+    notify: Notify | None = None,
+    dims: tuple[int, int] | None = None,
 ) -> tuple[Agent, Any, TrainConfig, int]:
-    """``(agent, train state, train config, step)`` of a run's checkpoint (default: latest).
-    ``dims``: the run's ``(obs_dim, act_dim)``, if known (else its env is built to get them)."""
+    """``(agent, train state, train config, step)`` of a run's newest intact checkpoint (or
+    that of ``step``). ``notify`` hears of each newer checkpoint skipped as corrupt and of a
+    last good state (the state a failed run had before its failure). ``dims``: the run's
+    ``(obs_dim, act_dim)``, if known (else its env is built to get them)."""
     run_dir = Path(run_dir)
     cfg, agent_cfg = load_run(run_dir)
-    if step is None:
-        step = latest_step(run_dir)
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {run_dir}")
+    if not list_checkpoints(run_dir):
+        raise CheckpointError(f"no checkpoint in {run_dir}")
     if dims is None:
         env = make_env(cfg.env, seed=cfg.seed)
         obs_dim, act_dim, _ = env_info(env)
@@ -442,15 +545,16 @@ def load_agent(
     agent = get_agent_class(cfg.algo)(agent_cfg, obs_dim, act_dim)
     key = jax.random.PRNGKey(0)
     capacity = cfg.buffer_size or cfg.steps
-    template = _template(agent.init(key), key, step, capacity, obs_dim, act_dim)
-    tree, extra = restore_checkpoint(run_dir, template, step)
-    diffs = _diff(extra.get("config"), _config_dict(cfg, agent_cfg))
-    if diffs:
-        raise ConfigMismatchError(
-            f"checkpoint {step} in {run_dir} was written with another config than "
-            f"{CONFIG_FILE}: " + "; ".join(diffs)
+    ref, tree, extra = _restore_run(
+        run_dir, agent.init(key), key, capacity, (obs_dim, act_dim), step, notify
+    )
+    failure = _failure_of(extra)
+    if failure is not None and notify is not None:
+        notify(
+            f"warning: {ref.describe()} of {run_dir} is the state before the run failed "
+            f"({failure}); later checkpoints do not exist"
         )
-    return agent, tree["agent"], cfg, step
+    return agent, tree["agent"], cfg, ref.step
 
 
 def render_episode(
@@ -506,13 +610,15 @@ class _Trainer:
         self.eval_act = jax.jit(self.agent.act, static_argnames=("mode",))
         self.leaf_paths = _float_leaf_paths(self.state)
         self.last_eval: tuple[int, float, float] | None = None
+        #: Set by SIGINT (:func:`_interrupts_stop`); the loop stops at the next chunk end.
+        self.stop_requested = threading.Event()
 
     # -- checkpoints ------------------------------------------------------------------------
 
     def _pytree(self, state: Any) -> dict[str, Any]:
         return {"agent": state, "key": self.key, "replay": self.buffer.state_dict()}
 
-    def save(self, state: Any | None = None, **flags: Any) -> None:
+    def save(self, state: Any | None = None, last_good: bool = False, **flags: Any) -> None:
         extra = {
             "config": self.config_dict,
             "counters": dataclasses.asdict(self.n),
@@ -525,26 +631,30 @@ class _Trainer:
             self._pytree(self.state if state is None else state),
             extra,
             keep=self.cfg.keep_checkpoints,
+            last_good=last_good,
         )
 
-    def restore(self) -> dict[str, Any]:
-        step = latest_step(self.run_dir)
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {self.run_dir}")
-        template = _template(self.state, self.key, step, self.capacity, self.obs_dim, self.act_dim)
-        tree, extra = restore_checkpoint(self.run_dir, template, step)
-        saved = extra.get("config")
-        diffs = _diff(saved, self.config_dict)
-        if diffs:
-            raise ConfigMismatchError(
-                f"checkpoint {step} in {self.run_dir} was written with another config than "
-                f"{CONFIG_FILE}: " + "; ".join(diffs)
-            )
+    def restore(
+        self,
+        step: int | None = None,
+        notify: Notify | None = None,
+        check: Callable[[CheckpointRef, dict[str, Any]], None] | None = None,
+    ) -> tuple[CheckpointRef, dict[str, Any]]:
+        ref, tree, extra = _restore_run(
+            self.run_dir,
+            self.state,
+            self.key,
+            self.capacity,
+            (self.obs_dim, self.act_dim),
+            step,
+            notify,
+            check,
+        )
         self.state, self.key = tree["agent"], tree["key"]
         self.buffer.load_state_dict(tree["replay"])  # keeps storage order and ptr
         self.np_rng.bit_generator.state = json.loads(extra["np_rng"])
         self.n = _Counters(**extra["counters"])
-        return extra
+        return ref, extra
 
     # -- updates ----------------------------------------------------------------------------
 
@@ -561,11 +671,12 @@ class _Trainer:
             return
         offset, quantity = bad
         update = self.n.updates + offset + 1
-        self.save(before, numerical_error=f"{quantity} at update {update}")
+        failure = f"non-finite {quantity} at env step {self.n.env_steps} (update {update})"
+        self.save(before, last_good=True, numerical_error=failure)
         msg = (
-            f"non-finite {quantity} at env step {self.n.env_steps} (update {update}); the last "
-            f"good state (before this update call) is saved as checkpoint {self.n.env_steps} "
-            f"in {self.run_dir}"
+            f"{failure}; the state before this update call is kept as last good state "
+            f"{self.n.env_steps} in {self.run_dir} (checkpoints/last-good/); resuming it needs a "
+            f"change: {failure_advice(self.run_dir, self.agent_cfg)}"
         )
         raise NumericalError(msg, self.n.env_steps, update, quantity)
 
@@ -649,12 +760,33 @@ class _Trainer:
                     n.last_ckpt = n.env_steps
                     self.save()
                 logger.progress(n.env_steps)
+                if self.stop_requested.is_set() and n.env_steps < cfg.steps:
+                    self.stop(done)
         n.last_ckpt = n.env_steps
         self.save(complete=True)
         self.write_result()
 
+    def stop(self, episode_ended: bool) -> None:
+        """Write a checkpoint at this chunk end and raise :class:`Interrupted`."""
+        n = self.n
+        n.last_ckpt = n.env_steps
+        self.save(interrupted=True)
+        where = "at an episode end" if episode_ended else "mid-episode (resuming starts a new one)"
+        raise Interrupted(
+            f"interrupted at env step {n.env_steps} of {self.cfg.steps}: checkpoint "
+            f"{n.env_steps} written {where}; continue with `revflow train --resume "
+            f"{self.run_dir}`",
+            n.env_steps,
+        )
+
     def write_result(self) -> None:
-        """``result.json``: the run finished; its counters and its last evaluation."""
+        """``result.json``: the run finished; its counters and its last evaluation. Written
+        only by a run that did all its steps (and, past its warm-up, its updates)."""
+        if self.n.env_steps < self.cfg.steps or self.n.updates == 0:
+            raise RuntimeError(  # pragma: no cover - the loop's own invariant
+                f"refusing to write {RESULT_FILE}: {self.n.env_steps} of {self.cfg.steps} env "
+                f"steps, {self.n.updates} updates"
+            )
         result: dict[str, Any] = {
             "complete": True,
             "algo": self.cfg.algo,
@@ -695,8 +827,30 @@ class _Trainer:
         self.last_eval = (self.n.env_steps, float(mean), float(std))
 
 
+def _check_logs(run_dir: Path, start_step: int) -> None:
+    """Before continuing a run's CSV logs: each must be readable text (a garbage file would
+    fail deep inside the logger)."""
+    if start_step == 0:
+        return
+    for name in ("metrics.csv", "eval.csv"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()  # all of it: a decoding error may be on any line
+            header = next(csv.reader(text.splitlines()[:1]), [])
+            if header[:1] != ["step"]:
+                raise ValueError(f"its header is {header[:3]}..., not step,...")
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as err:
+            raise ResumeRefused(
+                f"{path} is not a readable CSV log ({type(err).__name__}: {err}); move it away "
+                f"to resume (it then restarts at env step {start_step})"
+            ) from err
+
+
 def _make_logger(trainer: _Trainer, start_step: int) -> RunLogger:
     cfg = trainer.cfg
+    _check_logs(trainer.run_dir, start_step)
     return RunLogger(
         trainer.run_dir,
         cfg.steps,
@@ -712,20 +866,73 @@ def _make_logger(trainer: _Trainer, start_step: int) -> RunLogger:
     )
 
 
+@contextlib.contextmanager
+def stop_on_interrupt(event: threading.Event):
+    """While active (main thread only), the first SIGINT sets ``event`` instead of raising,
+    so the loop can write a checkpoint at its next chunk end; a second one raises
+    ``KeyboardInterrupt`` at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _execute(trainer: _Trainer, start_step: int) -> Path:
     logger = _make_logger(trainer, start_step)
     try:
-        trainer.run(logger)
+        with stop_on_interrupt(trainer.stop_requested):
+            trainer.run(logger)
     finally:
         logger.close()
         trainer.env.close()
     return trainer.run_dir
 
 
+def _write_config(path: Path, config: dict[str, Any]) -> None:
+    tmp = path / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(path / CONFIG_FILE)
+
+
+def failure_advice(run_dir: str | Path, agent_cfg: AgentConfig) -> str:
+    """What to change after a non-finite loss: the agent's learning rates and gradient clip
+    (as flags of ``revflow train --resume``), or another seed."""
+    fields = dataclasses.asdict(agent_cfg)
+    lrs = [k for k in fields if k.endswith("_lr") and isinstance(fields[k], int | float)]
+    parts = []
+    if lrs:
+        flags = ", ".join(f"--agent.{k.replace('_', '-')} (now {fields[k]:g})" for k in lrs)
+        parts.append(f"lower a learning rate ({flags})")
+    if fields.get("max_grad_norm"):  # turning a clip on (from 0) changes the optimiser state
+        parts.append(
+            f"clip gradients harder (--agent.max-grad-norm, now {fields['max_grad_norm']:g})"
+        )
+    example = (
+        f"`revflow train --resume {run_dir} --agent.{lrs[0].replace('_', '-')} "
+        f"{fields[lrs[0]] / 10:g}`"
+        if lrs
+        else f"`revflow train --resume {run_dir} --agent.<field> VALUE`"
+    )
+    return (
+        f"{' or '.join(parts) or 'change an agent option'}, e.g. {example}; or start another --seed"
+    )
+
+
 def train(cfg: TrainConfig, agent_cfg: AgentConfig, run_dir: str | Path | None = None) -> Path:
     """Train from scratch; returns the run directory (default :func:`run_dir_for`).
 
-    Refuses a run directory that already holds checkpoints (use :func:`resume`).
+    Refuses a run directory that already holds checkpoints or the config of a run that
+    stopped before its first checkpoint (use :func:`resume`), and one it cannot write
+    (:class:`~revflow.checkpoint.CheckpointError`, before any compute).
     """
     cfg.validate()
     agent_cfg.validate()
@@ -733,36 +940,146 @@ def train(cfg: TrainConfig, agent_cfg: AgentConfig, run_dir: str | Path | None =
     if not isinstance(agent_cfg, cls.Config):
         raise TypeError(f"algo {cfg.algo!r} needs a {cls.Config.__name__}, got {agent_cfg}")
     path = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
-    if latest_step(path) is not None:
+    if list_checkpoints(path):
         raise FileExistsError(
             f"{path} already holds checkpoints; continue it with `revflow train --resume {path}` "
-            "or choose another --run_dir / --seed"
+            "or choose another --run-dir / --seed"
         )
+    if (path / CONFIG_FILE).is_file():
+        raise FileExistsError(
+            f"{path} holds a run that stopped before its first checkpoint ({CONFIG_FILE} and "
+            f"logs); continue it with `revflow train --resume {path}` (it starts over from "
+            "step 0) or choose another --run-dir / --seed / --label"
+        )
+    probe_writable(path)
     trainer = _Trainer(path, cfg, agent_cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(trainer.config_dict, indent=2) + "\n")
-    tmp.replace(path / CONFIG_FILE)
+    _write_config(path, trainer.config_dict)
     return _execute(trainer, 0)
 
 
-def resume(run_dir: str | Path) -> Path:
-    """Continue the run in ``run_dir`` from its latest checkpoint (from scratch if it was
-    killed before the first one). Returns the run directory.
+#: Loop options a resume cannot change: the run's identity and the replay buffer's size.
+FIXED_ON_RESUME = ("algo", "env", "seed", "label", "run_dir", "steps", "buffer_size")
+
+
+def apply_changes(
+    cfg: TrainConfig, agent_cfg: AgentConfig, changes: dict[str, Any] | None
+) -> tuple[TrainConfig, AgentConfig]:
+    """``(cfg, agent_cfg)`` with ``changes`` applied: ``{"agent.<field>" | "<field>": value}``
+    (values as text or typed, read by :mod:`revflow.overrides`), validated."""
+    from revflow.overrides import apply_overrides
+
+    train_over, agent_over = {}, {}
+    for key, value in (changes or {}).items():
+        if key.startswith("agent."):
+            agent_over[key.removeprefix("agent.")] = value
+        else:
+            name = key.replace("-", "_")
+            if name in FIXED_ON_RESUME:
+                raise ResumeRefused(
+                    f"--{name.replace('_', '-')} cannot change on resume (it fixes the run's "
+                    "identity or its replay buffer); start a new run instead"
+                )
+            train_over[name] = value
+    cfg = apply_overrides(TrainConfig, cfg, train_over, "train")
+    agent_cfg = apply_overrides(type(agent_cfg), agent_cfg, agent_over, "agent")
+    cfg.validate()
+    agent_cfg.validate()
+    return cfg, agent_cfg
+
+
+def resume(
+    run_dir: str | Path,
+    step: int | None = None,
+    changes: dict[str, Any] | None = None,
+    notify: Notify | None = None,
+) -> Path:
+    """Continue the run in ``run_dir`` from its newest intact checkpoint (that of ``step`` if
+    given; from scratch if it stopped before its first one). Returns the run directory.
+
+    ``changes`` (see :func:`apply_changes`) continue it under a changed config, which
+    ``config.json`` then holds. A last good state (the state before a non-finite loss) is
+    continued only with changes (:class:`ResumeRefused` otherwise, saying what to change).
+    ``notify`` hears one line on what happens: where it resumes, each checkpoint skipped as
+    corrupt and why, or that the run had already finished.
 
     Raises ``FileNotFoundError`` for a missing run dir or config, :class:`ConfigMismatchError`
-    when the checkpoint's config differs from ``config.json``, and ``CheckpointError`` for a
-    truncated or corrupt checkpoint.
+    when the checkpoint's config differs from ``config.json``, and ``CheckpointError`` when no
+    checkpoint is intact (or none exists at ``step``).
     """
     path = Path(run_dir)
+    say = notify or (lambda message: None)
     cfg, agent_cfg = load_run(path)
-    trainer = _Trainer(path, cfg, agent_cfg)
-    if latest_step(path) is None:
+    old_config = _config_dict(cfg, agent_cfg)
+    new_cfg, new_agent = apply_changes(cfg, agent_cfg, changes)
+    trainer_config = _config_dict(new_cfg, new_agent)
+    changed = _diff(
+        {k: old_config[k] for k in ("train", "agent")},
+        {k: trainer_config[k] for k in ("train", "agent")},
+    )
+    refs = list_checkpoints(path)
+    if step is not None and not refs:
+        raise CheckpointError(f"{path} has no checkpoint (asked for --step {step})")
+
+    def record_changes() -> None:
+        if changed:
+            earlier = _config_choices(path)
+            _write_config(path, {**trainer_config, "earlier_configs": earlier})
+            say(f"config changed on resume: {'; '.join(changed).replace(' != ', ' -> ')}")
+
+    probe_writable(path)
+    if not refs:
+        trainer = _Trainer(path, new_cfg, new_agent)
+        record_changes()
+        say(f"{path} stopped before its first checkpoint: starting it from env step 0")
         return _execute(trainer, 0)
-    extra = trainer.restore()
+
+    def refuse_repeat(ref: CheckpointRef, extra: dict[str, Any]) -> None:
+        failure = _failure_of(extra)
+        if failure is None or changed:
+            return
+        healthy = [str(r.step) for r in refs if not r.last_good and r.step < ref.step]
+        earlier = (
+            f"; with a change, an earlier checkpoint can be continued too (--step "
+            f"{' / '.join(healthy)})"
+            if healthy
+            else ""
+        )
+        raise ResumeRefused(
+            f"{path}: {ref.describe()} is the state before the run failed ({failure}); "
+            f"resuming it unchanged would repeat that failure. Change the config: "
+            f"{failure_advice(path, agent_cfg)}{earlier}"
+        )
+
+    trainer = _Trainer(path, new_cfg, new_agent)
+    try:
+        ref, extra = trainer.restore(step, say, refuse_repeat)
+    except CorruptCheckpointError:
+        raise
+    except CheckpointError as err:
+        if not changed:
+            raise
+        raise ResumeRefused(
+            f"the change ({'; '.join(changed)}) alters the structure of the saved state, so "
+            f"{path} cannot continue under it ({err}); start a new run with it instead"
+        ) from err
+    n = trainer.n
     if extra.get("complete"):
         trainer.env.close()
-        if read_result(path) is None:  # finished before result.json existed, or crashed in between
+        try:
+            result = read_result(path)
+        except CheckpointError as err:
+            say(f"warning: {err}; rewriting it from {ref.describe()}")
+            result = None
+        if result is None:  # finished before result.json existed, or crashed in between
             trainer.write_result()
+        say(f"{path} had already finished ({n.env_steps} env steps); nothing to do")
         return path
-    return _execute(trainer, trainer.n.env_steps)
+    later = [r for r in refs if r.last_good and r.step > ref.step]
+    if later and not changed:
+        say(
+            f"warning: this run failed at env step {later[-1].step} with this config; "
+            f"resuming {ref.describe()} unchanged will likely repeat it"
+        )
+    record_changes()
+    say(f"resuming {path} from {ref.describe()} (env step {n.env_steps} of {new_cfg.steps})")
+    return _execute(trainer, n.env_steps)

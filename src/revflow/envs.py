@@ -85,8 +85,10 @@ import numpy as np
 from gymnasium import spaces
 
 __all__ = [
+    "ENV_FAMILIES",
     "DMCEnv",
     "DmEnvAdapter",
+    "EnvFamily",
     "EnvInfo",
     "env_info",
     "factory_name",
@@ -320,14 +322,69 @@ def _supported_gym_ids() -> tuple[str, ...]:
     return tuple(sorted(ids))
 
 
-def list_envs() -> list[str]:
-    """All names :func:`make_env` is known to support (every DMC task, Gymnasium subset,
-    the JAX-native ``mjx:`` tasks)."""
+def _mjx_names() -> list[str]:
     from revflow import jax_envs
 
-    dmc = [f"{DMC_PREFIX}{d}-{t}" for d, t in _import_dmc_suite().ALL_TASKS]
-    mjx = [MJX_PREFIX + n for n in jax_envs.available()]
-    return sorted(dmc) + [GYM_PREFIX + i for i in _supported_gym_ids()] + mjx
+    return list(jax_envs.available())
+
+
+def _dmc_names() -> list[str]:
+    return sorted(f"{d}-{t}" for d, t in _import_dmc_suite().ALL_TASKS)
+
+
+def _grouped(names: list[str], sep: str = "-") -> list[str]:
+    """``["cheetah-run", "cheetah-walk", ...]`` -> ``["cheetah: run, walk", ...]``."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        head, _, tail = name.partition(sep)
+        groups.setdefault(head, []).append(tail)
+    return [f"{head}: {', '.join(tails)}" for head, tails in groups.items()]
+
+
+def _rows(names: list[str], per_row: int = 6) -> list[str]:
+    return [", ".join(names[i : i + per_row]) for i in range(0, len(names), per_row)]
+
+
+class EnvFamily(NamedTuple):
+    """One family of environment names: ``<prefix><task>``; ``tasks()`` lists its tasks
+    (without the prefix), ``listing()`` the lines ``revflow list envs`` prints for it."""
+
+    prefix: str
+    description: str
+    tasks: Callable[[], list[str]]
+    format: Callable[[list[str]], list[str]] = _rows
+
+    def listing(self) -> list[str]:
+        return self.format(self.tasks())
+
+
+#: Every environment family, in the order ``revflow list envs`` and :func:`list_envs` show
+#: them; a new family is one more row here (and its branch in :func:`make_env`).
+ENV_FAMILIES: tuple[EnvFamily, ...] = (
+    EnvFamily(
+        DMC_PREFIX,
+        "DeepMind Control suite, dmc:<domain>-<task> (revflow train)",
+        _dmc_names,
+        _grouped,
+    ),
+    EnvFamily(
+        GYM_PREFIX,
+        "Gymnasium ids with continuous (Box) actions, gym:<Id> (revflow train): the MuJoCo v5 "
+        "and classic-control ones",
+        lambda: list(_supported_gym_ids()),
+    ),
+    EnvFamily(
+        MJX_PREFIX,
+        "JAX-native MuJoCo (MJX) tasks, mjx:<Task> (revflow train-compiled)",
+        _mjx_names,
+    ),
+)
+
+
+def list_envs() -> list[str]:
+    """All names :func:`make_env` is known to support (every DMC task, Gymnasium subset,
+    the JAX-native ``mjx:`` tasks): the tasks of :data:`ENV_FAMILIES`."""
+    return [family.prefix + task for family in ENV_FAMILIES for task in family.tasks()]
 
 
 # --------------------------------------------------------------------------------------------

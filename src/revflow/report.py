@@ -286,11 +286,29 @@ def _read_eval(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.asarray(steps, np.int64), np.asarray(returns, np.float64), notes
 
 
+def _finished(path: Path, notes: list[str]) -> bool:
+    """Whether ``path`` holds a ``result.json`` that parses and says ``complete: true``; a
+    corrupt one is noted, and its run counts as unfinished."""
+    result = path / RESULT_FILE
+    if not result.is_file():
+        return False
+    try:
+        data = json.loads(result.read_text())
+    except (OSError, ValueError) as err:
+        notes.append(f"{result} is corrupt ({type(err).__name__}); its run counts as unfinished")
+        return False
+    if not (isinstance(data, dict) and data.get("complete") is True):
+        notes.append(f"{result} does not say complete: true; its run counts as unfinished")
+        return False
+    return True
+
+
 def load_run(path: str | Path) -> tuple[Run, list[str]]:
     """One run directory -> (:class:`Run`, notes); :class:`ReportError` names a corrupt file."""
     path = Path(path)
     train = _read_config(path / CONFIG_FILE)
     steps, returns, notes = _read_eval(path / EVAL_FILE)
+    complete = _finished(path, notes)
     run = Run(
         path=path,
         env=train["env"],
@@ -298,7 +316,7 @@ def load_run(path: str | Path) -> tuple[Run, list[str]]:
         label=train.get("label") or train["algo"],
         seed=train["seed"],
         budget=train.get("steps"),
-        complete=(path / RESULT_FILE).is_file(),
+        complete=complete,
         steps=steps,
         returns=returns,
     )

@@ -59,8 +59,6 @@ import sys
 import threading
 import time
 import tomllib
-import types
-import typing
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +75,7 @@ from revflow.engine import (
     read_result,
     run_dir_for,
 )
+from revflow.overrides import OverrideError, apply_overrides, split_values
 
 __all__ = [
     "RunSpec",
@@ -190,11 +189,17 @@ def _parse_assignment(text: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
-        return text
+def _text_value(text: str) -> Any:
+    """A ``--set`` / ``--grid`` value: lists in YAML syntax (``[256, 256]``) are read here,
+    everything else stays text for :func:`revflow.overrides.coerce` to read by the field's
+    type (so ``3e-4``, ``true`` and ``None`` mean what ``revflow train`` takes them for)."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
 
 
 def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
@@ -214,68 +219,23 @@ def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     for g in args.grid:
         key, values = _parse_assignment(g, "--grid")
-        grid[key] = [_yaml_value(v.strip()) for v in values.split(",")]
+        grid[key] = [_text_value(v) for v in split_values(values)]
     return {
         "run_dir": args.run_dir,
         "preset": args.preset,
         "algos": list(args.algos),
         "envs": list(args.envs),
         "seeds": list(args.seeds),
-        "set": {k: _yaml_value(v) for k, v in overrides.items()},
+        "set": {k: _text_value(v) for k, v in overrides.items()},
         "grid": grid,
     }
 
 
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return annotation, False
-
-
-def _coerce(value: Any, annotation: Any, name: str) -> Any:
-    """``value`` (from YAML / TOML) as the field's declared type, or a SweepError naming it."""
-    inner, optional = _strip_optional(annotation)
-    if value is None:
-        if optional:
-            return None
-        raise SweepError(f"{name}: None is not allowed")
-    origin = typing.get_origin(inner)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise SweepError(f"{name}: expected a list, got {value!r}")
-        elem = typing.get_args(inner)[0]
-        return tuple(_coerce(v, elem, name) for v in value)
-    if inner is bool:
-        if not isinstance(value, bool):
-            raise SweepError(f"{name}: expected true/false, got {value!r}")
-        return value
-    if inner is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SweepError(f"{name}: expected an integer, got {value!r}")
-        return value
-    if inner is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SweepError(f"{name}: expected a number, got {value!r}")
-        return float(value)
-    if inner is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise SweepError(f"{name}: expected a string, got {value!r}")
-        return str(value)
-    return value  # unions such as ``float | str``: left to the config's own validate()
-
-
 def _apply(cls: type, base: Any, overrides: dict[str, Any], what: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    values = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise SweepError(f"{what} has no field {key!r}; fields: {', '.join(sorted(fields))}")
-        values[key] = _coerce(value, hints[key], f"{what}.{key}")
-    return dataclasses.replace(base, **values)
+    try:
+        return apply_overrides(cls, base, overrides, what)
+    except OverrideError as err:
+        raise SweepError(str(err)) from err
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -439,9 +399,15 @@ def run_state(spec: RunSpec) -> tuple[str, str]:
         return "conflict", f"{config_path} is not JSON: {err}"
     cfg, agent_cfg = _configs(spec)
     wanted = _config_dict(cfg, agent_cfg)
-    diffs = _diff(
-        {k: saved.get(k) for k in ("train", "agent")}, {k: wanted[k] for k in ("train", "agent")}
-    )
+    ours = {k: dict(wanted[k]) for k in ("train", "agent")}
+    theirs = {k: dict(saved.get(k) or {}) for k in ("train", "agent")}
+    # The results root is not compared as text: the run found at this spec's (resolved)
+    # directory is this spec's run, whichever spelling of its root made it (`revflow train
+    # --run-dir runs` vs the sweep's absolute path) and wherever that root was then (a moved
+    # or copied results folder); env, label and seed, which place it there, are compared.
+    theirs["train"].pop("run_dir", None)
+    ours["train"].pop("run_dir")
+    diffs = _diff(theirs, ours)
     if diffs:
         return "conflict", f"{path} holds another config: " + "; ".join(diffs[:4])
     if result is not None and result.get("complete"):
@@ -525,7 +491,8 @@ def run_subprocess(spec: RunSpec, cores: Sequence[int] | None = None) -> dict[st
         outcome["final_return"] = (result.get("final_eval") or {}).get("return_mean")
     else:
         outcome["status"] = "failed"
-        outcome["error"] = _last_error(log) + f" (exit {proc.returncode}; full log: {log})"
+        outcome["error"] = _last_error(log) + f" (exit {proc.returncode})"
+        outcome["log"] = str(log.resolve())
     return outcome
 
 
@@ -693,10 +660,12 @@ def run_sweep(args: SweepArgs) -> int:
         with lock:
             extra = f" return {o['final_return']:.1f}" if o.get("final_return") is not None else ""
             err = f" — {o['error']}" if o.get("error") else ""
+            log = f" (full log: {o['log']})" if o.get("log") else ""
             console.print(
-                f"[{o['status']}] {o['label']} {o['env']} seed{o['seed']}{extra}{err}",
+                f"[{o['status']}] {o['label']} {o['env']} seed{o['seed']}{extra}{err}{log}",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
 
     console.print(f"revflow sweep: {len(specs)} runs, backend {args.backend}")
@@ -710,6 +679,14 @@ def run_sweep(args: SweepArgs) -> int:
         report=report,
     )
     console.print(_summary_table(outcomes))
+    for o in outcomes:  # whole paths, never cut by the table's width
+        if o.get("log"):
+            console.print(
+                f"full log of {o['label']} {o['env']} seed{o['seed']}: {o['log']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("done", "resumed", "skipped")}
     failed = sum(o["status"] == "failed" for o in outcomes)
     console.print(

@@ -65,7 +65,7 @@ import optax
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.clipped import ClippedSamplerAgent
 from revflow.agents.common import advance, critic_td_step, gradient_step
-from revflow.agents.posterior import DiffusionConfig, PosteriorState
+from revflow.agents.posterior import DiffusionConfig, Pick, PosteriorState
 from revflow.agents.registry import register
 
 __all__ = ["DACER", "DACERConfig", "DACERState", "gaussian_fit_entropy"]
@@ -88,19 +88,22 @@ def gaussian_fit_entropy(samples: Array) -> Array:
 class DACERConfig(DiffusionConfig):
     """DACER defaults (module docstring); the rest is RFM's critic and network."""
 
-    explore_pick: str = "sample"
-    train_pick: str = "sample"
+    explore_pick: Pick = "sample"
+    train_pick: Pick = "sample"
     #: Exploration noise std = explore_noise * alpha (0.15 on Humanoid, 0.1 elsewhere).
     explore_noise: float = 0.1
     #: Entropy target = target_entropy_scale * dim(A).
     target_entropy_scale: float = -0.9
     #: Initial alpha and Adam lr of log_alpha.
     init_alpha: float = 1.0
+    #: Adam learning rate of log_alpha.
     alpha_lr: float = 3e-4
     #: Entropy estimate: refit every this many updates, from this many samples per state,
     #: on this many states of the batch.
     entropy_every: int = 10_000
+    #: Policy samples per state of each entropy estimate.
     entropy_samples: int = 200
+    #: States of the batch the entropy is estimated on.
     entropy_states: int = 4
     #: Clip the predicted endpoint u1_hat to the latent box |u| <= atanh(0.999) at every
     #: sampler step, as DACER clips x0_hat to [-1, 1] (:mod:`revflow.agents.clipped`).

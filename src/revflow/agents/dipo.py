@@ -52,6 +52,7 @@ class DIPOConfig(ActorLossConfig):
 
     #: Gradient-ascent steps on the replayed actions, and their learning rate.
     action_steps: int = 20
+    #: Learning rate of the gradient-ascent steps on the replayed actions.
     action_lr: float = 0.03
     #: "adam" (eps 1e-5) or plain "sgd" gradient ascent on the actions.
     action_optimizer: str = "adam"

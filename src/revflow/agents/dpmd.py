@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 
 from revflow.agents.base import Array, require
-from revflow.agents.posterior import DiffusionConfig
+from revflow.agents.posterior import DiffusionConfig, Pick
 from revflow.agents.qvpo import WeightedDenoisingAgent
 from revflow.agents.registry import register
 
@@ -55,8 +55,8 @@ class DPMDConfig(DiffusionConfig):
 
     #: Best-of-N by Q for acting, evaluation and the TD next action.
     num_particles: int = 32
-    explore_pick: str = "best"
-    train_pick: str = "best"
+    explore_pick: Pick = "best"
+    train_pick: Pick = "best"
     #: Current-policy samples per state in the weighted denoising loss.
     num_policy_samples: int = 64
     #: Temperature of the weights exp(clip(z, -3, 3) / alpha).

@@ -28,7 +28,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from revflow.agents.posterior import PosteriorTargetAgent, SwitchableConfig
+from revflow.agents.posterior import (
+    Parameterisation,
+    PathName,
+    Pick,
+    Policy,
+    PosteriorTargetAgent,
+    SamplerName,
+    SwitchableConfig,
+)
 from revflow.agents.registry import register
 
 __all__ = ["DQS", "DQSConfig"]
@@ -38,12 +46,12 @@ __all__ = ["DQS", "DQSConfig"]
 class DQSConfig(SwitchableConfig):
     """DQS / iDEM defaults (module docstring); the rest is RFM's critic and network."""
 
-    policy: str = "diffusion"
-    path: str = "ve"
+    policy: Policy = "diffusion"
+    path: PathName = "ve"
     ve_sigma_min: float = 1e-5
     ve_sigma_max: float = 1.0
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
+    parameterisation: Parameterisation = "eps"
+    sampler: SamplerName = "ddpm"
     num_flow_steps: int = 20
     t_min: float = 1e-3
     t_max: float = 1.0 - 1e-3
@@ -51,8 +59,8 @@ class DQSConfig(SwitchableConfig):
     control_variate: str = "gradient"
     num_reverse_samples: int = 1000
     lam: float = 0.05
-    explore_pick: str = "sample"
-    train_pick: str = "sample"
+    explore_pick: Pick = "sample"
+    train_pick: Pick = "sample"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},

@@ -72,7 +72,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import flax.struct
 import jax
@@ -111,6 +111,13 @@ __all__ = [
 ]
 
 POLICIES: dict[str, tuple[str, ...]] = {"flow": ("euler", "heun"), "diffusion": ("ddpm", "ddim")}
+# The fixed choices of the switches, as types (``--help`` lists them).
+Policy = Literal["flow", "diffusion"]
+PathName = Literal["linear", "vp-cosine", "vp-linear", "ve"]
+Parameterisation = Literal["velocity", "eps", "x1"]
+SamplerName = Literal["euler", "heun", "ddpm", "ddim"]
+Pick = Literal["boltzmann", "best", "sample"]
+EndpointSource = Literal["policy", "replay"]
 PICKS: tuple[str, ...] = ("boltzmann", "best", "sample")
 ENDPOINT_SOURCES: tuple[str, ...] = ("policy", "replay")
 NET_PARAMETERISATIONS: tuple[str, ...] = ("velocity", "eps", "x1")
@@ -176,19 +183,22 @@ class PosteriorTargetConfig(AgentConfig):
     #: Sampler start time; flows integrate to t_max, diffusion samplers to 1. Training
     #: times are t ~ U[t_min, t_max].
     t_min: float = 0.01
+    #: End time of the flow sampler and upper end of the training times.
     t_max: float = 0.99
     #: K, reverse samples per posterior estimate.
     num_reverse_samples: int = 100
     #: Member of the estimator family: none | gradient | optimal | optimal-isotropic | <eta>.
     control_variate: str = "optimal"
-    #: Ridge of the optimal coefficient's denominator, and its clip.
+    #: Ridge of the optimal coefficient's denominator.
     cv_ridge: float = 1e-4
+    #: Clip of the optimal control-variate coefficient to [-cv_clip, cv_clip].
     cv_clip: float = 2.0
     #: Temperature lam of the Boltzmann target exp(Q/lam).
     lam: float = 0.02
     #: If set, lam is annealed log-linearly from ``lam`` to ``lam_end`` over
     #: ``lam_anneal_updates`` updates, then held.
     lam_end: float | None = None
+    #: Updates over which lam is annealed to ``lam_end``.
     lam_anneal_updates: int = 250_000
 
     # Switches (fields in SwitchableConfig). ClassVar: not part of the saved rfm config.
@@ -316,30 +326,32 @@ class SwitchableConfig(PosteriorTargetConfig):
     fields; defaults are the reference flow, subclasses set their published defaults."""
 
     #: "flow" (ODE sampler) or "diffusion" (DDPM / DDIM sampler).
-    policy: str = "flow"
+    policy: Policy = "flow"
     #: Probability path: linear | vp-cosine | vp-linear | ve.
-    path: str = "linear"
+    path: PathName = "linear"
     #: Output of the policy network: velocity | eps | x1.
-    parameterisation: str = "velocity"
+    parameterisation: Parameterisation = "velocity"
     #: euler | heun (flow), ddpm | ddim (diffusion).
-    sampler: str = "euler"
+    sampler: SamplerName = "euler"
     #: Geometric noise range of the "ve" path (sigma_max at t = 0, sigma_min at t = 1).
     ve_sigma_min: float = 1e-5
+    #: Noise scale of the "ve" path at t = 0.
     ve_sigma_max: float = 1.0
     #: The network sees time_scale * t (1000: the DDPM timestep convention).
     time_scale: float = 1.0
     #: Particle pick of data collection: boltzmann | best | sample.
-    explore_pick: str = "boltzmann"
+    explore_pick: Pick = "boltzmann"
     #: Particle pick of training endpoints and of the TD next action.
-    train_pick: str = "boltzmann"
+    train_pick: Pick = "boltzmann"
     #: Training endpoints u1: "policy" samples or atanh of the "replay" actions.
-    endpoint_source: str = "policy"
+    endpoint_source: EndpointSource = "policy"
     #: Soft TD target r + discount (min Qbar - lam log pi(a'|s')) (module docstring).
     entropy_backup: bool = False
     #: Rewards are multiplied by this in the TD target.
     reward_scale: float = 1.0
     #: If set, the actor lr decays linearly to this over ``lr_decay_updates`` updates.
     actor_lr_end: float | None = None
+    #: Updates over which the actor lr decays to ``actor_lr_end``.
     lr_decay_updates: int = 200_000
 
 
@@ -348,10 +360,10 @@ class DiffusionConfig(SwitchableConfig):
     """Switch defaults of the diffusion baselines (baselines note): VP-cosine path,
     eps-prediction, 20 ancestral (DDPM) steps, network time input 1000 t."""
 
-    policy: str = "diffusion"
-    path: str = "vp-cosine"
-    parameterisation: str = "eps"
-    sampler: str = "ddpm"
+    policy: Policy = "diffusion"
+    path: PathName = "vp-cosine"
+    parameterisation: Parameterisation = "eps"
+    sampler: SamplerName = "ddpm"
     num_flow_steps: int = 20
     #: Noise end of the sampler (and of training t): 0.02, not 1e-3; see the module docstring.
     t_min: float = 0.02

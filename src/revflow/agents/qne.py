@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from revflow.agents.posterior import DiffusionConfig, PosteriorTargetAgent
+from revflow.agents.posterior import DiffusionConfig, EndpointSource, Pick, PosteriorTargetAgent
 from revflow.agents.registry import register
 
 __all__ = ["QNE", "QNEConfig"]
@@ -46,9 +46,9 @@ class QNEConfig(DiffusionConfig):
     num_reverse_samples: int = 500
     lam: float = 0.02
     num_particles: int = 32
-    explore_pick: str = "sample"
-    train_pick: str = "sample"
-    endpoint_source: str = "replay"
+    explore_pick: Pick = "sample"
+    train_pick: Pick = "sample"
+    endpoint_source: EndpointSource = "replay"
     entropy_backup: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

@@ -49,7 +49,13 @@ from revflow import estimators
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.clipped import ClippedSamplerAgent
 from revflow.agents.common import advance, critic_td_step, gradient_step
-from revflow.agents.posterior import REPLAY_CLIP, DiffusionConfig, PosteriorTargetAgent
+from revflow.agents.posterior import (
+    REPLAY_CLIP,
+    DiffusionConfig,
+    EndpointSource,
+    Pick,
+    PosteriorTargetAgent,
+)
 from revflow.agents.registry import register
 from revflow.losses import regression_loss
 
@@ -60,9 +66,9 @@ __all__ = ["QSM", "ActorLossAgent", "ActorLossConfig", "QSMConfig"]
 class ActorLossConfig(DiffusionConfig):
     """Diffusion defaults of qne.py plus the Gaussian action noises of TD3-style agents."""
 
-    explore_pick: str = "sample"
-    train_pick: str = "sample"
-    endpoint_source: str = "replay"
+    explore_pick: Pick = "sample"
+    train_pick: Pick = "sample"
+    endpoint_source: EndpointSource = "replay"
     #: Std of the Gaussian noise added to "explore" actions (then clipped to [-1, 1]).
     explore_noise: float = 0.0
     #: Std of the Gaussian noise added to the TD next action (then clipped to [-1, 1]).

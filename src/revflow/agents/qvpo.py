@@ -40,6 +40,7 @@ from revflow.agents.common import advance, critic_td_step, gradient_step
 from revflow.agents.posterior import (
     REPLAY_CLIP,
     DiffusionConfig,
+    Pick,
     PosteriorState,
     PosteriorTargetAgent,
 )
@@ -192,8 +193,8 @@ class QVPOConfig(DiffusionConfig):
 
     #: Evaluation: best of 32 by Q ("best-of-n").
     num_particles: int = 32
-    explore_pick: str = "best"
-    train_pick: str = "best"
+    explore_pick: Pick = "best"
+    train_pick: Pick = "best"
     #: Policy samples per state whose clipped advantages weight the denoising loss.
     num_policy_samples: int = 64
     #: Behaviour policy ("explore"): best of this many by Q.
@@ -202,6 +203,7 @@ class QVPOConfig(DiffusionConfig):
     target_particles: int = 4
     #: Entropy term: weight and uniform random actions per state.
     entropy_weight: float = 0.02
+    #: Uniform random actions per state of the entropy term.
     entropy_samples: int = 10
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

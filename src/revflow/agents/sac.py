@@ -94,8 +94,9 @@ class SACConfig(AgentConfig):
     autotune_alpha: bool = True
     #: Entropy target of the temperature loss; None means ``-act_dim``.
     target_entropy: float | None = None
-    #: Bounds of the actor's log standard deviation (see ``log_std_bound``).
+    #: Lower bound of the actor's log standard deviation (see ``log_std_bound``).
     log_std_min: float = -20.0
+    #: Upper bound of the actor's log standard deviation.
     log_std_max: float = 2.0
     #: How log-std is kept in its bounds: "clip" (hard) or "tanh" (squashed smoothly).
     log_std_bound: str = "clip"

@@ -39,7 +39,7 @@ import optax
 
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.common import gradient_step
-from revflow.agents.posterior import DiffusionConfig, PosteriorState, PosteriorTargetAgent
+from revflow.agents.posterior import DiffusionConfig, Pick, PosteriorState, PosteriorTargetAgent
 from revflow.agents.registry import register
 
 __all__ = ["SDAC", "SDACConfig", "SDACState"]
@@ -52,8 +52,8 @@ class SDACConfig(DiffusionConfig):
     control_variate: str = "none"
     num_reverse_samples: int = 64
     num_particles: int = 32
-    explore_pick: str = "best"
-    train_pick: str = "best"
+    explore_pick: Pick = "best"
+    train_pick: Pick = "best"
     reward_scale: float = 0.2
     actor_lr_end: float | None = 3e-5
     lr_decay_updates: int = 200_000
@@ -63,7 +63,9 @@ class SDACConfig(DiffusionConfig):
     explore_noise: float = 0.1
     #: Initial alpha, Adam lr of log_alpha, entropy target (None: -act_dim).
     init_alpha: float = 1.0
+    #: Adam learning rate of log_alpha.
     alpha_lr: float = 3e-4
+    #: Entropy target of the temperature rule (None: -act_dim).
     target_entropy: float | None = None
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
