@@ -44,7 +44,7 @@ from revflow.engine import TrainConfig
 
 __all__ = ["EvalArgs", "ExportArgs", "main"]
 
-USAGE = """usage: revflow [--debug] {train,train-compiled,eval,export,bench,sweep,report,toy,sample,list} ...
+USAGE = """usage: revflow [--debug] COMMAND ...   (COMMAND: one of the commands below)
 
 Online RL with flow / diffusion policies via Reverse Flow Matching.
 
