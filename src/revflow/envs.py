@@ -345,6 +345,16 @@ def _rows(names: list[str], per_row: int = 6) -> list[str]:
     return [", ".join(names[i : i + per_row]) for i in range(0, len(names), per_row)]
 
 
+#: How to name your own environment (``revflow list envs`` prints these lines).
+_CUSTOM_HOWTO = (
+    "gym:<module>:<Id>      your Gymnasium env; <module> is imported and registers <Id>",
+    "py:<module>:<factory>  your callable returning a Gymnasium or dm_env environment "
+    "(seed= is passed if it takes one)",
+    "needs: Box or Dict-of-Box observations, continuous bounded Box actions, episodes that end;",
+    'the module must be importable (installed or on PYTHONPATH); README, "Agents"',
+)
+
+
 class EnvFamily(NamedTuple):
     """One family of environment names: ``<prefix><task>``; ``tasks()`` lists its tasks
     (without the prefix), ``listing()`` the lines ``revflow list envs`` prints for it."""
@@ -377,6 +387,12 @@ ENV_FAMILIES: tuple[EnvFamily, ...] = (
         MJX_PREFIX,
         "JAX-native MuJoCo (MJX) tasks, mjx:<Task> (revflow train-compiled)",
         _mjx_names,
+    ),
+    EnvFamily(
+        PY_PREFIX,
+        "your own environments (revflow train, eval, sweep, report; revflow.train(env=...))",
+        lambda: [],
+        lambda _: list(_CUSTOM_HOWTO),
     ),
 )
 
