@@ -195,6 +195,11 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _ratio(x: float) -> str:
+    """A ratio to the better endpoint: 4 decimals near 1 (so 1.0004 does not print as 1)."""
+    return f"{x:.4f}" if 0.01 <= x < 100 else f"{x:.3g}"
+
+
 def to_markdown(rows) -> str:
     """Per (target, path, K): MSE of the better endpoint and every member's MSE as a ratio to
     it; a summary of the worst ratio over t."""
@@ -212,7 +217,7 @@ def to_markdown(rows) -> str:
         for c in members:
             worst = max((by_t[t][c] for t in by_t), key=lambda r: r["ratio_to_best_endpoint"])
             ratio, se = worst["ratio_to_best_endpoint"], worst["ratio_paired_se"]
-            cell = f"{ratio:.4g}" + (f" ± {se:.1g}" if ratio > 1.0 else "")
+            cell = _ratio(ratio) + (f" ± {se:.1g}" if ratio > 1.0 else "")
             cells.append(f"**{cell}**" if ratio <= 1.0 + 2 * se else cell)
         summary.append(f"| {target} | {path} | {k} | " + " | ".join(cells) + " |")
         out.append(f"### {target}, {path} path, K = {k}\n")
@@ -224,7 +229,7 @@ def to_markdown(rows) -> str:
             cells = []
             for c in ESTIMATORS:
                 ratio = r[c]["ratio_to_best_endpoint"]
-                cells.append(f"**{ratio:.4g}**" if ratio <= 1.0 else f"{ratio:.4g}")
+                cells.append(f"**{_ratio(ratio)}**" if ratio <= 1.0 else _ratio(ratio))
             out.append(
                 f"| {t:g} | {LABELS[end]} | {_fmt(r[end]['mse'])} | " + " | ".join(cells) + " |"
             )
