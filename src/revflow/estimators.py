@@ -16,7 +16,8 @@ control variate with a diagonal coefficient c (method note §4):
     control_variate=<float eta>: c = eta (beta_t/alpha_t)^2
     control_variate="optimal":   c = c* per dimension, ridge-regularised, clipped to +-clip
     "optimal-isotropic":         one c* shared by all dimensions
-    "optimal-shrunk":            the isotropic c* shrunk toward 0 by its t-statistic
+    "optimal-shrunk":            the isotropic c* shrunk toward 0 by its t-statistic (see
+                                 docs/estimators/README.md)
 
 (s_i is the posterior score grad log q(x1_i | x_t); x1_i - x_t/alpha_t = -(beta_t/alpha_t) x0_i.)
 
@@ -259,7 +260,7 @@ def estimate_posterior_mean(
         path: a revflow.paths path.
         num_samples: K >= 1 reverse samples.
         control_variate: "none" (noise-expectation, eta = 0), "gradient" (gradient-expectation,
-            eta = 1), a float eta (c = eta (beta_t/alpha_t)^2), "optimal" (per-dimension c*)
+            eta = 1), a float eta (c = eta (beta_t/alpha_t)^2), "optimal" (per-dimension c*),
             "optimal-isotropic" (one c* shared by all dimensions) or "optimal-shrunk" (the
             isotropic c* times max(0, 1 - 4 / t^2), t its regression t-statistic with ESS
             effective samples; measured in docs/estimators/ against both ends).
