@@ -93,7 +93,9 @@ def test_unsupported_is_refused_in_one_line(name, fragments, capsys):
     for fragment in fragments:
         assert fragment in message
     # The CLI refuses it the same way, before any compute.
-    assert main(["train", "--algo", "sac", "--env", name, "--steps", "10"]) == 2
+    assert (
+        main(["train", "--algo", "sac", "--env", name, "--steps", "10", "--warmup-steps", "5"]) == 2
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragments[0] in lines[0]
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from revflow import paths
+from revflow import estimators, paths
+from revflow.agents.posterior import parse_control_variate
 from revflow.analytic import GaussianMixture
 from revflow.estimators import (
     PosteriorEstimate,
@@ -24,7 +25,7 @@ from revflow.estimators import (
 jax.config.update("jax_enable_x64", False)
 
 ALL_PATHS = [paths.Linear(), paths.VPCosine(), paths.VPLinear(), paths.VE(sigma_max=3.0)]
-CONTROL_VARIATES = ["none", "gradient", 0.5, "optimal", "optimal-isotropic"]
+CONTROL_VARIATES = ["none", "gradient", 0.5, "optimal", "optimal-isotropic", "optimal-shrunk"]
 
 
 # ----------------------------------------------------------------------------- closed forms
@@ -166,6 +167,86 @@ def test_optimal_beats_both_endpoints_mid_t_and_is_never_catastrophic():
     # Known behaviour (method note §4): noise end wins near t=0, gradient end near t=1.
     assert results[0.05]["none"] < results[0.05]["gradient"]
     assert results[0.95]["gradient"] < results[0.95]["none"]
+
+
+# ----------------------------------------------------------------------------- shrunk c*
+def test_shrunk_is_never_above_the_better_endpoint_on_a_stored_case():
+    """The point of "optimal-shrunk" (docs/estimators): on the two-component mixture at
+    K = 32, the per-dimension c* loses to the noise end at mid t, while the shrunk c* is at
+    most the better endpoint's error at every t (same points and reverse samples for all)."""
+    path = paths.Linear()
+    cvs = ["none", "gradient", "optimal", "optimal-shrunk"]
+    results = {
+        t: {cv: _rmse(MIX, path, t, cv, num_samples=32, reps=32, points=6) for cv in cvs}
+        for t in [0.1, 0.35, 0.5, 0.8, 0.95]
+    }
+    for t, r in results.items():
+        assert r["optimal-shrunk"] <= min(r["none"], r["gradient"]), (t, r)
+    assert results[0.35]["optimal"] > results[0.35]["none"], results[0.35]
+    # Where the score end wins, the shrunk c* keeps most of c*'s further gain.
+    assert results[0.95]["optimal-shrunk"] < 0.5 * results[0.95]["gradient"], results[0.95]
+
+
+def test_shrunk_keeps_the_whole_coefficient_for_a_gaussian_posterior():
+    """Gaussian p1: x1 and the posterior score are exactly collinear (rho^2 = 1, t -> inf),
+    so no shrinkage; c equals the posterior variance and the estimate is exact."""
+    path, t = paths.Linear(), 0.6
+    x_t = jnp.array([0.3, -0.2], jnp.float32)
+    a, b = float(path.alpha(t)), float(path.beta(t))
+    key = jax.random.key(0)
+    est = estimate_posterior_mean(key, GAUSS.log_prob, x_t, t, path, 64, "optimal-shrunk")
+    iso = estimate_posterior_mean(key, GAUSS.log_prob, x_t, t, path, 64, "optimal-isotropic")
+    post_var = 1.0 / (1.0 / 0.7**2 + (a / b) ** 2)
+    np.testing.assert_allclose(est.coefficient, iso.coefficient, rtol=1e-6)
+    np.testing.assert_allclose(est.coefficient, post_var, rtol=1e-2)
+    np.testing.assert_allclose(est.x1, GAUSS.posterior_mean(np.asarray(x_t), a, b), atol=1e-3)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_shrunk_is_the_noise_end_when_ess_is_at_most_two(k):
+    """With ESS <= 2 the t-statistic has no degrees of freedom: c = 0 exactly."""
+    key, x_t = jax.random.key(4), jnp.array([0.4, -0.9], jnp.float32)
+    est = estimate_posterior_mean(key, MIX.log_prob, x_t, 0.5, paths.Linear(), k, "optimal-shrunk")
+    none = estimate_posterior_mean(key, MIX.log_prob, x_t, 0.5, paths.Linear(), k, "none")
+    assert np.all(np.asarray(est.coefficient) == 0.0)
+    np.testing.assert_array_equal(est.x1, none.x1)
+
+
+def _wavy(x):
+    return -0.5 * jnp.sum((x - 0.5) ** 2) / 0.1 + jnp.sum(jnp.cos(3.0 * x))
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _shrunk_and_isotropic(key, x_t, t, k):
+    path = paths.VPCosine()
+    shrunk = estimate_posterior_mean(key, _wavy, x_t, t, path, k, "optimal-shrunk")
+    iso = estimate_posterior_mean(key, _wavy, x_t, t, path, k, "optimal-isotropic")
+    return shrunk, iso
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    d=st.sampled_from([1, 3]),
+    k=st.sampled_from([1, 3, 40]),
+    t=st.floats(0.02, 0.98),
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([0.05, 0.5, 3.0]),
+)
+def test_shrunk_is_a_shrinkage_of_the_isotropic_coefficient(d, k, t, seed, scale):
+    """Same samples: c_shrunk = lambda c_iso with lambda in [0, 1], shared by all dims."""
+    x_t = jax.random.normal(jax.random.key(seed), (d,)) * scale
+    shrunk, iso = _shrunk_and_isotropic(jax.random.key(seed + 1), x_t, jnp.float32(t), k)
+    c, ci = np.asarray(shrunk.coefficient), np.asarray(iso.coefficient)
+    assert np.all(np.isfinite(c)) and np.all(c == c[0])
+    assert np.all(np.abs(c) <= np.abs(ci) * (1 + 1e-6)) and np.all(c * ci >= 0), (c, ci)
+    assert np.all(np.isfinite(shrunk.x1)) and np.all(np.isfinite(shrunk.variance))
+
+
+def test_shrunk_is_a_control_variate_everywhere():
+    assert "optimal-shrunk" in estimators.CONTROL_VARIATES
+    assert parse_control_variate("optimal-shrunk") == "optimal-shrunk"
+    with pytest.raises(ValueError, match="optimal-shrunk"):
+        parse_control_variate("shrunk")
 
 
 # ----------------------------------------------------------------------------- tanh latent
@@ -349,5 +430,5 @@ def test_shapes_and_ranges_property(d, k, b, t, cv, tanh):
     assert est.ess.shape == (b,)
     assert np.all(np.isfinite(est.x1)) and np.all(np.isfinite(est.x0))
     assert np.all(est.ess >= 1.0 - 1e-4) and np.all(est.ess <= k + 1e-3)
-    if cv in ("optimal", "optimal-isotropic"):
+    if cv in ("optimal", "optimal-isotropic", "optimal-shrunk"):
         assert np.all(np.abs(est.coefficient) <= 2.0 + 1e-6)

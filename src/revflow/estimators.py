@@ -16,6 +16,8 @@ control variate with a diagonal coefficient c (method note §4):
     control_variate=<float eta>: c = eta (beta_t/alpha_t)^2
     control_variate="optimal":   c = c* per dimension, ridge-regularised, clipped to +-clip
     "optimal-isotropic":         one c* shared by all dimensions
+    "optimal-shrunk":            the isotropic c* shrunk toward 0 by its t-statistic (see
+                                 docs/estimators/README.md)
 
 (s_i is the posterior score grad log q(x1_i | x_t); x1_i - x_t/alpha_t = -(beta_t/alpha_t) x0_i.)
 
@@ -44,7 +46,17 @@ from revflow.paths import Path
 Array = jax.Array
 LogTarget = Callable[..., Array]
 
-CONTROL_VARIATES: tuple[str, ...] = ("none", "gradient", "optimal", "optimal-isotropic")
+CONTROL_VARIATES: tuple[str, ...] = (
+    "none",
+    "gradient",
+    "optimal",
+    "optimal-isotropic",
+    "optimal-shrunk",
+)
+
+#: "optimal-shrunk" keeps the isotropic c* only where its squared t-statistic exceeds this
+#: (|t| > 2), via the positive-part James-Stein factor max(0, 1 - SHRINK_T2 / t^2).
+SHRINK_T2 = 4.0
 
 # Smallest alpha_t / beta_t used in divisions: keeps t at the ends of (0, 1) finite.
 _TINY = 1e-12
@@ -161,12 +173,30 @@ def _coefficient(
     ds = s - jnp.sum(w[:, None] * s, axis=0)
     cov = jnp.sum(w2 * dx * ds, axis=0)
     var = jnp.sum(w2 * ds * ds, axis=0)
-    if control_variate == "optimal-isotropic":
-        c = -jnp.sum(cov) / (jnp.sum(var) + ridge)
-        c = jnp.full((d,), c, x1.dtype)
-    else:
-        c = -cov / (var + ridge)
-    return jnp.clip(c, -clip, clip)
+    if control_variate == "optimal":
+        return jnp.clip(-cov / (var + ridge), -clip, clip)
+    c = jnp.clip(-jnp.sum(cov) / (jnp.sum(var) + ridge), -clip, clip)
+    if control_variate == "optimal-shrunk":
+        c = c * _shrinkage(w, dx, ds, cov, var)
+    return jnp.full((d,), c, x1.dtype)
+
+
+def _shrinkage(w: Array, dx: Array, ds: Array, cov: Array, var: Array) -> Array:
+    """Positive-part James-Stein factor max(0, 1 - SHRINK_T2 / t^2) for the isotropic c*.
+
+    c* is the slope of a w^2-weighted regression of x1 on -s pooled over dimensions; with
+    rho^2 its squared correlation and n = ESS the effective number of samples, its squared
+    t-statistic is t^2 = rho^2 (n - 2) / (1 - rho^2). A coefficient that is not clearly
+    determined (|t| < 2, always when ESS <= 2) is dropped (c = 0, the noise end); a clearly
+    determined one (t -> inf, e.g. a near-Gaussian posterior as t -> 1) is kept whole.
+    """
+    sxx = jnp.sum((w * w)[:, None] * dx * dx)
+    sxs, sss = jnp.sum(cov), jnp.sum(var)
+    denom = sxx * sss
+    rho2 = jnp.where(denom > 0, jnp.clip(sxs * sxs / jnp.where(denom > 0, denom, 1.0), 0, 1), 0)
+    n = 1.0 / jnp.sum(w * w)
+    t2 = rho2 * jnp.maximum(n - 2.0, 0.0) / jnp.maximum(1.0 - rho2, jnp.finfo(w.dtype).eps)
+    return jnp.clip(1.0 - SHRINK_T2 / jnp.maximum(t2, jnp.finfo(w.dtype).tiny), 0.0, 1.0)
 
 
 def _estimate(
@@ -230,8 +260,10 @@ def estimate_posterior_mean(
         path: a revflow.paths path.
         num_samples: K >= 1 reverse samples.
         control_variate: "none" (noise-expectation, eta = 0), "gradient" (gradient-expectation,
-            eta = 1), a float eta (c = eta (beta_t/alpha_t)^2), "optimal" (per-dimension c*)
-            or "optimal-isotropic" (one c* shared by all dimensions).
+            eta = 1), a float eta (c = eta (beta_t/alpha_t)^2), "optimal" (per-dimension c*),
+            "optimal-isotropic" (one c* shared by all dimensions) or "optimal-shrunk" (the
+            isotropic c* times max(0, 1 - 4 / t^2), t its regression t-statistic with ESS
+            effective samples; measured in docs/estimators/ against both ends).
         ridge: added to the denominator of c* (optimal variants only).
         clip: c* is clipped to [-clip, clip] (optimal variants only).
         latent_tanh: x_t and the result live in the tanh latent; log_target receives tanh(x1)

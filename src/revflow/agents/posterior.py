@@ -128,7 +128,7 @@ REPLAY_CLIP = 0.999
 
 
 def parse_control_variate(value: str) -> str | float:
-    """``"none" | "gradient" | "optimal" | "optimal-isotropic"`` or a number eta as text."""
+    """A name in ``estimators.CONTROL_VARIATES`` or a number eta as text."""
     if value in estimators.CONTROL_VARIATES:
         return value
     try:
@@ -187,7 +187,7 @@ class PosteriorTargetConfig(AgentConfig):
     t_max: float = 0.99
     #: K, reverse samples per posterior estimate.
     num_reverse_samples: int = 100
-    #: Member of the estimator family: none | gradient | optimal | optimal-isotropic | <eta>.
+    #: Estimator member: none | gradient | optimal | optimal-isotropic | optimal-shrunk | <eta>.
     control_variate: str = "optimal"
     #: Ridge of the optimal coefficient's denominator.
     cv_ridge: float = 1e-4

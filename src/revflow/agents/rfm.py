@@ -12,7 +12,7 @@ specification.
 where (mu1_hat, mu0_hat) = ``estimate_posterior_mean_batch`` of the latent Boltzmann target
 log p1(u) = min_k Q_k(s, tanh u) / lam + sum log sech^2(u) (method note §4-5), with the
 control variate of ``RFMConfig.control_variate`` ("optimal" by default; "none",
-"gradient", "optimal-isotropic" or a number eta select the other members of the family:
+"gradient", "optimal-isotropic", "optimal-shrunk" or a number eta select the other members:
 the ablation flag).
 
 The critic is a twin Q-ensemble with Polyak targets and TD target
