@@ -26,7 +26,7 @@ t_min to t_max for ``num_particles`` particles per state; then
 - "sample": the first particle, no selection (a plain draw of the flow policy).
 Q here is the minimum over the online critics. The action is tanh(u).
 
-``rfm-diffusion`` (issue 4, "the unified claim made concrete"; baselines note, first
+``rfm-diffusion`` (the unified claim made concrete: baselines note, first
 paragraph): the same critic, particles and estimator ("optimal" control variate), but the
 policy is a diffusion model on the VP cosine path with eps-prediction and 20 DDPM steps:
 
