@@ -207,6 +207,12 @@ class TrainConfig:
             f"must be a positive multiple of utd={self.utd}",
         )
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+        require(
+            self.eval_seeds in EVAL_SEEDS,
+            "eval_seeds",
+            self.eval_seeds,
+            f"must be one of {EVAL_SEEDS}",
+        )
 
 
 def validate_loop_options(cfg: Any) -> None:
@@ -228,9 +234,6 @@ def validate_loop_options(cfg: Any) -> None:
     require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
     require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
     require(cfg.eval_mode in ACT_MODES, "eval_mode", cfg.eval_mode, f"must be one of {ACT_MODES}")
-    require(
-        cfg.eval_seeds in EVAL_SEEDS, "eval_seeds", cfg.eval_seeds, f"must be one of {EVAL_SEEDS}"
-    )
     require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, ">= 0")
     require(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, ">= 1")
     require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
