@@ -47,6 +47,11 @@ class AgentConfig:
     #: those runs had); a saved config is read as ``{**LEGACY_DEFAULTS, **saved}``.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
+    #: Discount factor of the TD target. Declared here so that the training loops read it typed.
+    gamma: float = 0.99
+    #: Minibatch size of one update (the loops' ``--batch-size`` overrides it when given).
+    batch_size: int = 256
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending field and value."""
 
@@ -82,6 +87,9 @@ class Agent(abc.ABC):
     Config: ClassVar[type[AgentConfig]]
     #: metric name -> one-line documentation (logged by ``update``; CleanRL style).
     METRICS: ClassVar[dict[str, str]] = {}
+    #: Whether the fully compiled loop can train this agent: its ``init``/``act``/``update``
+    #: are pure functions of (state, key, batch) with no host-side work.
+    COMPILED_LOOP: ClassVar[bool] = True
 
     def __init__(self, config: AgentConfig, obs_dim: int, act_dim: int):
         if not isinstance(config, self.Config):
