@@ -1147,10 +1147,10 @@ def run_qvpo(inp: dict, out: dict) -> None:
             row_i.append(x0[0])
             row_z.append(z[:, 0])
         inits.append(np.stack(row_i))
-        noises.append(np.stack(row_z))
+        noises.append(np.stack(row_z, axis=1))  # (steps, n, D), as qne's
     out[f"{a}.draw/eval_keys"] = np.asarray(keys)
     out[f"{a}.draw/eval_init"] = np.stack(inits)  # (B, n, D)
-    out[f"{a}.draw/eval_noise"] = np.stack(noises)  # (B, n, steps, D)
+    out[f"{a}.draw/eval_noise"] = np.stack(noises)  # (B, steps, n, D)
     # Exploration: best of behavior_sample by the online critics (qvpo.py:324-347).
     key_explore = jnp.asarray(inp["key_explore"])
     explore, _ = agent._sample_actions_jit(params, q1, q2, obs, key_explore, 1.0)

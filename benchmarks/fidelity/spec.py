@@ -266,9 +266,9 @@ def split_by_file(official: dict[str, np.ndarray]) -> dict[str, dict[str, np.nda
     files: dict[str, dict[str, np.ndarray]] = {}
     for name, value in official.items():
         agent = agent_of(name)
-        target = stored_file(agent) if agent in OFFICIAL_ALGOS else stored_file("rfm")
-        files.setdefault(target, {})[name] = value
-    if "jax_version" in official:
+        if agent in OFFICIAL_ALGOS:
+            files.setdefault(stored_file(agent), {})[name] = value
+    if "jax_version" in official:  # in every file written
         for arrays in files.values():
             arrays["jax_version"] = official["jax_version"]
     return files
