@@ -15,6 +15,10 @@ over steps, gradients sum over the batch). A departure of the algorithm (a facto
 different rule or initialisation) shows as a difference of order 1e-2 or more. Published
 defaults (``default/<name>``: learning rates, sizes, clipping, evaluation episodes, ...) must
 be equal (tolerance 0).
+
+Agents of the authors' code that revflow's side does not cover yet (``compare(...,
+implemented=...)``) give one row per quantity marked "not implemented": counted, never a
+match, so the verdict stays negative until they are written.
 """
 
 from __future__ import annotations

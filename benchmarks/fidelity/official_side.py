@@ -14,6 +14,11 @@ is the gradient it received, after any clipping of theirs), so their own update 
 ones measured. Where their code draws noise from a key, the same key is passed in (the two
 draw identically from one key); the posterior estimate's reverse-sample noise differs in key
 derivation, so it is injected through their ``source_distribution`` argument.
+
+The diffusion baselines (revflow's ``qne``, which is their ``maxentdp``; ``dqs``, ``qsm``,
+``qvpo``) are measured through their fused updates (see the section comment above
+:func:`sgd_recorder`): the stored values are those their update computes, and the random
+draws their code makes are recorded for injection on the revflow side.
 """
 
 from __future__ import annotations
