@@ -114,6 +114,7 @@ def revflow_bench(
         "fraction_of_peak": res["fraction_of_peak"],
         "compile_s": res["compile_s"],
         "device_kind": res["device_kind"],
+        "jax": res.get("jax"),
         "max_rss_mib": rss,
     }
 

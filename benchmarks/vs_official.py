@@ -174,9 +174,11 @@ def time_official(
     timed: int,
     tmp: Path,
     values: dict[str, Any] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The authors' trainer under their Python: env steps/s over ``timed`` steps from
-    ``LEAD`` policy steps past the warm-up; ``values`` replace the configuration's overrides."""
+    ``LEAD`` policy steps past the warm-up; ``values`` replace the configuration's overrides,
+    ``extra_env`` is added to the child's environment."""
     start = warmup + LEAD
     end = start + timed
     result = tmp / f"official-{config}.json"
@@ -199,6 +201,7 @@ def time_official(
         **os.environ,
         "WANDB_MODE": "disabled",
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+        **(extra_env or {}),
     }
     rss = run_child(cmd, tmp / f"official-{config}.log", child_env)
     out = json.loads(result.read_text())

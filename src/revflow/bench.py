@@ -178,6 +178,7 @@ def throughput(args: ThroughputArgs) -> dict[str, Any]:
         "env": args.env,
         "device": str(jax.devices()[0]),
         "device_kind": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
         "platform": jax.default_backend(),
         "updates_per_call": n,
         "batch_size": batch_size,
