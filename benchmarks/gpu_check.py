@@ -108,6 +108,8 @@ REVFLOW_NEEDS = (
     "dm_control",
     "dm_env",
     "gymnasium",
+    "revflow.bench",  # this checkout's src (first on the children's PYTHONPATH)
+    "revflow.compiled",
 )
 #: Modules the authors' trainer imports (``main.py`` and what it loads).
 OFFICIAL_NEEDS = (

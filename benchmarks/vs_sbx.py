@@ -112,11 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     values = VALUES["quick" if args.quick else "full"]
-    quick_env = {}
-    if args.quick:  # compile-bound at these sizes: XLA's cheap pipeline on both sides
-        args.rounds, args.warmup = 1, 100
-        args.e2e_seconds, args.update_seconds = 0.2, 0.2
-        quick_env = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     sbx_missing = missing_file("--sbx-python", args.sbx_python)
     bad = [e for e in args.envs if not e.startswith(("dmc:", "gym:"))]
     error = None
@@ -131,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return 2
+    quick_env = {}
+    if args.quick:  # compile-bound at these sizes: XLA's cheap pipeline on both sides
+        args.rounds, args.warmup = 1, 100
+        args.e2e_seconds, args.update_seconds = 0.2, 0.2
+        quick_env = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     if sbx_missing:
         print(f"sbx side skipped: {sbx_missing.removeprefix('error: ')}", flush=True)
 
