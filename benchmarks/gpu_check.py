@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 e2e_seconds=args.e2e_seconds,
                 warmup_steps=args.warmup,
                 sets=values["set"],
+                matmul_size=256 if args.quick else None,
                 python=args.revflow_python,
                 child_env=revflow_env,
             )

@@ -90,6 +90,7 @@ def revflow_bench(
     e2e_seconds: float,
     warmup_steps: int | None = None,
     sets: Sequence[str] = (),
+    matmul_size: int | None = None,
     tag: str = "",
     python: str = sys.executable,
     child_env: dict[str, str] | None = None,
@@ -101,8 +102,10 @@ def revflow_bench(
     cmd += ["--e2e-seconds", str(e2e_seconds), "--json", str(out)]
     if warmup_steps is not None:
         cmd += ["--warmup-steps", str(warmup_steps)]
-    for item in sets:
-        cmd += ["--set", item]
+    if sets:
+        cmd += ["--set", *sets]
+    if matmul_size is not None:
+        cmd += ["--matmul-size", str(matmul_size)]
     rss = run_child(cmd, tmp / f"revflow-{algo}-{preset}{tag}.log", child_env)
     res = json.loads(out.read_text())
     return {

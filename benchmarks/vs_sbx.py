@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     e2e_seconds=args.e2e_seconds,
                     warmup_steps=args.warmup,
                     sets=values["set"],
+                    matmul_size=256 if args.quick else None,
                     child_env={**os.environ, **quick_env},
                 )
 
