@@ -51,22 +51,24 @@ On this project's device machine (no registry, a working tree of at most 64 MiB 
 its image has jax 0.11.2 with the CUDA 13 plugin, flax, optax, orbax-checkpoint, rich,
 scipy, PyYAML, imageio, absl-py, tqdm (Python 3.12), so revflow's side runs on the image's
 ``python3`` (as the H200 table in the README did) given the rest as wheels (Python 3.12,
-manylinux; the README of the device tool says how to download and install them into
-``/tmp/site``): mujoco 3.17.0 (27 MB), mujoco-mjx 3.17.0 (7 MB), dm_control 1.0.50 (56 MB),
-dm-env, dm-tree, labmaze (5 MB), glfw, PyOpenGL (3 MB), gymnasium 1.4.0,
-farama-notifications, tyro 1.0.17, docstring-parser, tensorboardX, trimesh: 96 MiB, more
-than one call carries, so install them in two calls while the machine stays warm (dm_control
-alone in the second; ``/tmp/site`` survives between calls on a warm machine). The authors'
-jax 0.6.2 CUDA build (jaxlib, jax-cuda12-plugin/pjrt and NVIDIA's CUDA 12 libraries, about
-1 GiB) cannot be carried there at all: run ``--no-official`` there, or give
-``--official-python`` a Python whose jax differs from theirs and say so (the JSON records
-each side's jax).
+manylinux, ``--no-deps``; the device tool's README says how to download them here and
+install them there into ``/tmp/site``, which the children's ``PYTHONPATH`` keeps): mujoco
+3.17.0 (27 MB), mujoco-mjx 3.17.0 (7 MB), dm_control 1.0.50 (56 MB), dm-env 1.6, dm-tree
+0.1.10, labmaze 1.0.6 (5 MB), glfw 2.11.0, PyOpenGL 3.1.10 (3 MB), websockets, gymnasium
+1.4.0, farama-notifications 0.0.6, tyro 1.0.17, docstring-parser, typeguard, tensorboardX
+2.6.5, trimesh: about 96 MiB, more than one call carries, so install them in two calls while
+the machine stays warm (dm_control alone in the second; ``/tmp/site`` stays on a warm
+machine). The probe then names anything still missing. The authors' jax 0.6.2 CUDA build cannot be
+carried there (its wheels for Python 3.12: jaxlib 90 MB, jax-cuda12-pjrt 125 MB,
+jax-cuda12-plugin 16 MB, then NVIDIA's CUDA 12 libraries, which the image's CUDA 13 does not
+replace): run ``--no-official`` there, or give ``--official-python`` a Python whose jax
+differs from theirs and say so (the JSON records each side's jax).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -105,7 +107,7 @@ REVFLOW_NEEDS = (
     "imageio",
     "mujoco",
     "mujoco.mjx",
-    "dm_control",
+    "dm_control.suite",
     "dm_env",
     "gymnasium",
     "revflow.bench",  # this checkout's src (first on the children's PYTHONPATH)
@@ -122,7 +124,7 @@ OFFICIAL_NEEDS = (
     "tqdm",
     "termcolor",
     "gymnasium",
-    "dm_control",
+    "dm_control.suite",
     "dm_env",
 )
 
@@ -156,19 +158,23 @@ OFFICIAL_QUICK = {
 
 
 def _probe(needs: list[str]) -> int:
-    """Run under the probed Python: which of ``needs`` it lacks, and JAX's device."""
-    missing = []
+    """Run under the probed Python: import each of ``needs``; print which modules are
+    missing (the one named, or the one it needs that is absent), which fail to import for
+    another reason, and JAX's version, backend and device."""
+    missing: list[str] = []
+    broken: list[str] = []
     for name in needs:
         try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):  # a missing parent package
-            found = False
-        if not found:
-            missing.append(name)
-    out: dict[str, Any] = {"missing": missing, "python": sys.version.split()[0]}
-    if "jax" not in missing:
-        import jax
-
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            absent = err.name or name
+            if absent not in missing:
+                missing.append(absent)
+        except Exception as err:  # e.g. a version mismatch between two packages
+            broken.append(f"{name}: {type(err).__name__}: {err}".splitlines()[0][:200])
+    out: dict[str, Any] = {"missing": missing, "broken": broken, "python": sys.version.split()[0]}
+    if "jax" in sys.modules:
+        jax = sys.modules["jax"]
         out.update(
             jax=jax.__version__,
             backend=jax.default_backend(),
@@ -197,6 +203,8 @@ def probe_error(who: str, python: str, found: dict[str, Any], quick: bool) -> st
             f"error: {who} Python {python} cannot import: {', '.join(found['missing'])} "
             "(benchmarks/gpu_check.py's docstring lists what each side needs)"
         )
+    if found.get("broken"):
+        return f"error: {who} Python {python} fails to import {'; '.join(found['broken'])}"
     if not quick and found.get("backend") != "gpu":
         return (
             f"error: {who} Python {python} has JAX backend {found.get('backend')!r}, not a GPU "

@@ -44,7 +44,7 @@ def test_quick_values_are_the_same_on_both_sides():
 
 def test_probe_names_what_a_python_lacks():
     found = gpu_check.probe(sys.executable, ("json", "no_such_module_x", "os.nope"), os.environ)
-    assert found["missing"] == ["no_such_module_x", "os.nope"]
+    assert found["missing"] == ["no_such_module_x", "os.nope"] and found["broken"] == []
     err = gpu_check.probe_error("revflow's", "py", found, quick=True)
     assert err.startswith("error: revflow's Python py cannot import: no_such_module_x, os.nope")
     assert "\n" not in err
