@@ -15,15 +15,15 @@ preset, sbx's ``net_arch=[256, 256]``), batch 256, one gradient update per env s
 ``learning_starts``). Environments: ``dmc:cheetah-run`` (dm_control, flattened observation,
 action repeat 1; for sbx wrapped by ``sbx_side.DMCEnv``) and ``gym:HalfCheetah-v5``.
 
-sbx's venv (its own, since sbx pins its own stack; sbx-rl 0.28.0 pulls jax 0.10.2, flax
-0.12.8, optax 0.2.8, stable-baselines3 2.9.2 and torch)::
+sbx's venv (its own, so that sbx's requirements never move revflow's pins; sbx-rl 0.28.0
+pulled jax 0.10.2, flax 0.12.8, optax 0.2.8, stable-baselines3 2.9.2 and torch)::
 
     python3.11 -m venv /work/sbx-venv
     /work/sbx-venv/bin/pip install sbx-rl==0.28.0 "torch==2.13.0+cpu" dm_control==1.0.50 \\
         mujoco==3.17.0 "gymnasium[mujoco]==1.4.0"
 
-(``torch==2.13.0+cpu`` keeps stable-baselines3's torch to the CPU build; any torch will do,
-sbx does not use it for SAC.) Then, with nothing else on the cores::
+(stable-baselines3, which sbx builds on, imports torch; the CPU build 2.13.0+cpu is the
+one used here.) Then, with nothing else on the cores::
 
     python benchmarks/vs_sbx.py --sbx-python /work/sbx-venv/bin/python \\
         --out docs/vs_official/sac_vs_sbx.json
