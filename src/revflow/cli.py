@@ -227,6 +227,10 @@ def _parse_train_command(
 
     names = tuple(available())
     loop_shown = _with_inherited_help(loop_cls, {"algo": Literal[names]})  # lists the choices
+    try:  # a loop config is validated on construction (so is every one tyro builds below)
+        loop_default = loop_shown(algo=algo)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     agent_shown = _with_inherited_help(cls.Config)
     command = dataclasses.make_dataclass(
         "TrainCommand",
@@ -234,7 +238,7 @@ def _parse_train_command(
             (
                 "train",
                 Annotated[loop_shown, tyro.conf.OmitArgPrefixes],
-                dataclasses.field(default=loop_shown(algo=algo)),
+                dataclasses.field(default=loop_default),
             ),
             ("agent", agent_shown, dataclasses.field(default=_as(agent_shown, agent_default))),
             ("preset", str, dataclasses.field(default=preset)),
@@ -321,7 +325,6 @@ def _train_command(argv: Sequence[str]) -> int:
     )
     cfg: TrainConfig = parsed.train
     try:
-        cfg.validate()
         parsed.agent.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -624,7 +627,6 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
     )
     cfg = parsed.train
     try:
-        cfg.validate()
         parsed.agent.validate()
         from revflow import jax_envs
 
