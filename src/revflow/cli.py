@@ -306,12 +306,10 @@ def _train_command(argv: Sequence[str]) -> int:
         from revflow.overrides import OverrideError
 
         run_dir, step, changes = _resume_args(argv, engine.FIXED_ON_RESUME)
-        try:
-            engine.resume(run_dir, step=step, changes=changes, notify=_notify)
-        except (FileNotFoundError, engine.ConfigMismatchError, OverrideError) as err:
-            raise UsageError(str(err)) from err
-        print(f"run saved in {run_dir}")
-        return 0
+        return _report_run(
+            lambda: engine.resume(run_dir, step=step, changes=changes, notify=_notify),
+            (FileNotFoundError, engine.ConfigMismatchError, OverrideError),
+        )
 
     parsed = _parse_train_command(
         argv,
@@ -332,10 +330,18 @@ def _train_command(argv: Sequence[str]) -> int:
 
     from revflow import engine
 
+    return _report_run(lambda: engine.train(cfg, parsed.agent), (FileExistsError,))
+
+
+def _report_run(run: Any, refused: tuple[type[BaseException], ...]) -> int:
+    """Run ``run()`` (a training; it returns the run directory) and print where the run is;
+    an error of ``refused`` types is a :class:`UsageError`."""
     try:
-        run_dir = engine.train(cfg, parsed.agent)
-    except FileExistsError as err:
+        run_dir = run()
+    except refused as err:
         raise UsageError(str(err)) from err
+    if isinstance(run_dir, tuple):  # train_compiled: (run dir, final state)
+        run_dir = run_dir[0]
     print(f"run saved in {run_dir}")
     return 0
 
@@ -605,14 +611,12 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
             trainer = CompiledTrainer(cfg, agent_cfg)
         except (FileNotFoundError, ValueError, ImportError) as err:
             raise UsageError(str(err)) from err
-        try:
-            run_dir, _ = train_compiled(
+        return _report_run(
+            lambda: train_compiled(
                 cfg, agent_cfg, resume, trainer=trainer, resume=True, step=step, notify=_notify
-            )
-        except (ConfigMismatchError, CheckpointError) as err:
-            raise UsageError(str(err)) from err
-        print(f"run saved in {run_dir}")
-        return 0
+            ),
+            (ConfigMismatchError, CheckpointError),
+        )
 
     parsed = _parse_train_command(
         argv,
@@ -634,12 +638,9 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         trainer = CompiledTrainer(cfg, parsed.agent)  # device-count checks, builds the envs
     except (ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
-    try:
-        run_dir, _ = train_compiled(cfg, parsed.agent, trainer=trainer)
-    except FileExistsError as err:
-        raise UsageError(str(err)) from err
-    print(f"run saved in {run_dir}")
-    return 0
+    return _report_run(
+        lambda: train_compiled(cfg, parsed.agent, trainer=trainer), (FileExistsError,)
+    )
 
 
 # --------------------------------------------------------------------------------------------

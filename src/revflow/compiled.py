@@ -122,8 +122,6 @@ class CompiledConfig(LoopConfig):
     algo: str = "sac"
     #: JAX-native environment, ``mjx:<Task>`` (``revflow.jax_envs.available()``).
     env: str = "mjx:CheetahRun"
-    #: Seed of everything: network init, environments, exploration, replay sampling.
-    seed: int = 0
     #: Total env steps, all environments together (rounded up to whole iterations).
     steps: int = 1_000_000
     #: Env steps (all environments together) with uniform-random actions and no updates.
@@ -140,10 +138,6 @@ class CompiledConfig(LoopConfig):
     #: Also write a checkpoint at the first chunk end at or after each multiple of this many
     #: env steps (0: only the final checkpoint).
     checkpoint_every: int = 50_000
-    #: Root of run directories: ``<run_dir>/<env>/<label or algo>-compiled/seed<seed>``.
-    run_dir: str = "runs"
-    #: Name of this run's variant in its run directory (None: ``algo``).
-    label: str | None = None
     #: Parallel environments (split over the devices).
     num_envs: int = 64
     #: Iterations per jitted call (the host logs / evaluates only between calls).

@@ -157,6 +157,12 @@ def _import_module(module: str, name: str) -> Any:
         raise ValueError(f"{name}: cannot import module {module!r} ({e})") from e
 
 
+def _close_gym_ids(env_id: str, prefix: str = "") -> str:
+    """`` Close matches: ...`` among the registered Gymnasium ids ('' if none)."""
+    close = difflib.get_close_matches(env_id, sorted(gym.registry), n=5, cutoff=0.5)
+    return f" Close matches: {', '.join(prefix + c for c in close)}." if close else ""
+
+
 def _parse_gym(rest: str) -> str:
     """The Gymnasium id of ``gym:<Id>`` / ``gym:<module>:<Id>`` (importing ``<module>``)."""
     module, sep, env_id = rest.partition(":")
@@ -167,19 +173,14 @@ def _parse_gym(rest: str) -> str:
             )
         _import_module(module, f"gym:{rest}")
         if env_id not in gym.registry:
-            ids = sorted(gym.registry)
-            close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.5)
-            hint = f" Close matches: {', '.join(close)}." if close else ""
             raise ValueError(
-                f"Unknown Gymnasium id {env_id!r}: importing {module!r} did not register it.{hint}"
+                f"Unknown Gymnasium id {env_id!r}: importing {module!r} did not register it."
+                + _close_gym_ids(env_id)
             )
         return env_id
     if rest not in gym.registry:
-        ids = sorted(gym.registry)
-        close = difflib.get_close_matches(rest, ids, n=5, cutoff=0.5)
-        hint = f" Close matches: {', '.join('gym:' + c for c in close)}." if close else ""
         raise ValueError(
-            f"Unknown Gymnasium id {rest!r}.{hint} Supported ids include: "
+            f"Unknown Gymnasium id {rest!r}.{_close_gym_ids(rest, 'gym:')} Supported ids include: "
             f"{', '.join(_supported_gym_ids())}; a custom env: 'gym:<module>:<Id>'."
         )
     return rest

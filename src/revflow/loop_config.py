@@ -66,7 +66,8 @@ class LoopConfig:
     checkpoint_every: int = 50_000
     #: Finalised checkpoints kept on disk.
     keep_checkpoints: int = 2
-    #: Root of run directories; a run lands in ``<run_dir>/<env>/<algo>/seed<seed>``.
+    #: Root of run directories; a run lands in ``<run_dir>/<env>/<label or algo>/seed<seed>``
+    #: (``<label or algo>-compiled`` for the compiled loop).
     run_dir: str = "runs"
     #: Write TensorBoard event files.
     tensorboard: bool = True
