@@ -340,7 +340,8 @@ def _restore_run(
     check: Callable[[CheckpointRef, dict[str, Any]], None] | None = None,
 ) -> tuple[CheckpointRef, dict[str, Any], dict[str, Any]]:
     """Restore the newest intact checkpoint of a run (or that of ``step``) whose config is
-    one of :func:`revflow.rundir.config_choices`; ``notify`` hears of every newer one skipped and why."""
+    one of :func:`revflow.rundir.config_choices`; ``notify`` hears of every newer one skipped
+    and why."""
     choices = [
         {k: c.get(k) for k in ("train", "agent", "resolved")} for c in config_choices(run_dir)
     ]
