@@ -183,19 +183,6 @@ def _parse_assignment(text: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _text_value(text: str) -> Any:
-    """A ``--set`` / ``--grid`` value: lists in YAML syntax (``[256, 256]``) are read here,
-    everything else stays text for :func:`revflow.overrides.coerce` to read by the field's
-    type (so ``3e-4``, ``true`` and ``None`` mean what ``revflow train`` takes them for)."""
-    text = text.strip()
-    if text.startswith("["):
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-    return text
-
-
 def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     if args.file is not None:
         given = [
@@ -213,14 +200,14 @@ def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     for g in args.grid:
         key, values = _parse_assignment(g, "--grid")
-        grid[key] = [_text_value(v) for v in split_values(values)]
+        grid[key] = split_values(values)  # text: revflow.overrides reads it by type
     return {
         "run_dir": args.run_dir,
         "preset": args.preset,
         "algos": list(args.algos),
         "envs": list(args.envs),
         "seeds": list(args.seeds),
-        "set": {k: _text_value(v) for k, v in overrides.items()},
+        "set": overrides,
         "grid": grid,
     }
 
