@@ -116,9 +116,9 @@ def engine_outputs(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def compiled_run(run_dir: Path) -> tuple[Path, Any]:
+def compiled_run(run_dir: Path, resume: bool = False) -> tuple[Path, Any]:
     """The compiled loop on :class:`PointMass` (the config names an MJX task, whose place the
-    point mass takes in the trainer, evaluation included)."""
+    point mass takes in the trainer, evaluation included); ``resume``: continue ``run_dir``."""
     from revflow.compiled import CompiledConfig, CompiledTrainer, train_compiled
     from revflow.jax_envs import VecEnv
 
@@ -126,7 +126,7 @@ def compiled_run(run_dir: Path) -> tuple[Path, Any]:
     agent_cfg = make_config("sac", "fast", **COMPILED_AGENT)
     trainer = CompiledTrainer(cfg, agent_cfg, env=VecEnv(PointMass(), cfg.num_envs))
     trainer.eval_env = VecEnv(PointMass(), cfg.eval_episodes)
-    return train_compiled(cfg, agent_cfg, run_dir, trainer=trainer)
+    return train_compiled(cfg, agent_cfg, run_dir, trainer=trainer, resume=resume)
 
 
 def compiled_outputs(run_dir: Path, state: Any) -> dict[str, Any]:
