@@ -340,8 +340,6 @@ def _report_run(run: Any, refused: tuple[type[BaseException], ...]) -> int:
         run_dir = run()
     except refused as err:
         raise UsageError(str(err)) from err
-    if isinstance(run_dir, tuple):  # train_compiled: (run dir, final state)
-        run_dir = run_dir[0]
     print(f"run saved in {run_dir}")
     return 0
 
@@ -614,7 +612,7 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         return _report_run(
             lambda: train_compiled(
                 cfg, agent_cfg, resume, trainer=trainer, resume=True, step=step, notify=_notify
-            ),
+            )[0],
             (ConfigMismatchError, CheckpointError),
         )
 
@@ -639,7 +637,7 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
     except (ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
     return _report_run(
-        lambda: train_compiled(cfg, parsed.agent, trainer=trainer), (FileExistsError,)
+        lambda: train_compiled(cfg, parsed.agent, trainer=trainer)[0], (FileExistsError,)
     )
 
 
