@@ -105,7 +105,9 @@ def _tyro_cli(cls: Any, argv: Sequence[str], prog: str) -> Any:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        raise UsageError(_panel_message(captured.getvalue())) from None
+        # A config's own validation error (raised on construction) without tyro's prefix.
+        message = re.sub(r"^Error parsing [\w.-]+: ", "", _panel_message(captured.getvalue()))
+        raise UsageError(message) from None
 
 
 def _panel_message(text: str) -> str:
