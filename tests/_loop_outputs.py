@@ -6,6 +6,7 @@ the engine with rfm on Pendulum and the compiled loop with sac on a pure-JAX poi
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -116,17 +117,27 @@ def engine_outputs(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def compiled_run(run_dir: Path, resume: bool = False) -> tuple[Path, Any]:
-    """The compiled loop on :class:`PointMass` (the config names an MJX task, whose place the
-    point mass takes in the trainer, evaluation included); ``resume``: continue ``run_dir``."""
-    from revflow.compiled import CompiledConfig, CompiledTrainer, train_compiled
+@functools.cache
+def compiled_trainer() -> Any:
+    """The compiled loop's trainer on :class:`PointMass` (the config names an MJX task, whose
+    place the point mass takes, evaluation included); one per process, so that its jitted
+    chunk compiles once for every run below."""
+    from revflow.compiled import CompiledConfig, CompiledTrainer
     from revflow.jax_envs import VecEnv
 
     cfg = CompiledConfig(**COMPILED)
     agent_cfg = make_config("sac", "fast", **COMPILED_AGENT)
     trainer = CompiledTrainer(cfg, agent_cfg, env=VecEnv(PointMass(), cfg.num_envs))
     trainer.eval_env = VecEnv(PointMass(), cfg.eval_episodes)
-    return train_compiled(cfg, agent_cfg, run_dir, trainer=trainer, resume=resume)
+    return trainer
+
+
+def compiled_run(run_dir: Path, resume: bool = False) -> tuple[Path, Any]:
+    """The compiled run of :func:`compiled_trainer` (``resume``: continue ``run_dir``)."""
+    from revflow.compiled import train_compiled
+
+    trainer = compiled_trainer()
+    return train_compiled(trainer.cfg, trainer.agent_cfg, run_dir, trainer=trainer, resume=resume)
 
 
 def compiled_outputs(run_dir: Path, state: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ package, those inside functions included (read with ``ast``, nothing is imported
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     """``module -> the revflow modules it imports`` (anywhere in its file)."""
     modules = _modules()
