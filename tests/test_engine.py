@@ -33,6 +33,7 @@ from revflow.engine import (
     train,
 )
 from revflow.metrics_log import ENGINE_METRICS, EVAL_METRICS, metric_docs
+from revflow.rundir import configs_from_dict
 
 ENV = "gym:Pendulum-v1"  # 200-step episodes, 3-d observations, 1-d actions
 
@@ -170,9 +171,9 @@ def test_metric_names_documented() -> None:
     ],
 )
 def test_train_config_validation(field: str, value) -> None:
-    cfg = dataclasses.replace(TrainConfig(utd=2, updates_per_call=2), **{field: value})
+    """A config is validated on construction (and so on every ``dataclasses.replace``)."""
     with pytest.raises(ValueError, match=field):
-        cfg.validate()
+        dataclasses.replace(TrainConfig(utd=2, updates_per_call=2), **{field: value})
 
 
 def _latest_params(run: Path):
@@ -391,7 +392,7 @@ def test_configs_saved_before_new_fields_load_with_the_earlier_behaviour(algo: s
     path = root / f"benchmarks/results/cpu_suite/dmc_cartpole-swingup/{algo}/seed0/config.json"
     saved = json.loads(path.read_text())
     assert "network_init" not in saved["agent"] and "eval_seeds" not in saved["train"]
-    cfg, agent_cfg = engine.configs_from_dict(saved)
+    cfg, agent_cfg = configs_from_dict(saved, TrainConfig)
     assert (cfg.eval_seeds, cfg.eval_at_start) == ("varying", False)
     assert (agent_cfg.network_init, agent_cfg.critic_clip) == ("lecun", "global")
     if algo == "sac":

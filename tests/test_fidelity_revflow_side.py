@@ -83,7 +83,7 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     metrics.jsonl converted into a run that revflow's report reads."""
     import learning
 
-    from revflow.report import load_run
+    from revflow.report import read_run_curve
 
     official = tmp_path / "official"
     (official / "configs").mkdir(parents=True)
@@ -109,7 +109,7 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     (logs / "metrics.jsonl").write_text(
         "\n".join(json.dumps(r) for r in [{"step": 1000, "q_loss": 1.0}, *records]) + "\n"
     )
-    loaded, _ = load_run(learning.convert_official(run, tmp_path / "logs", results))
+    loaded, _ = read_run_curve(learning.convert_official(run, tmp_path / "logs", results))
     assert loaded.label == "rfm-authors" and loaded.complete
     np.testing.assert_array_equal(loaded.steps, [0, 2500, 5000])
     np.testing.assert_allclose(loaded.returns, [10.0, 35.0, 60.0])

@@ -264,7 +264,7 @@ def test_report_finished_only_does_not_count_a_corrupt_result(tmp_path: Path) ->
     (run / "config.json").write_text(json.dumps({"train": train, "agent": {}}))
     (run / "eval.csv").write_text("step,eval/return_mean,eval/return_std\n400,-900.0,10.0\n")
     (run / "result.json").write_bytes(b"\xff{ truncated")
-    loaded, notes = report.load_run(run)
+    loaded, notes = report.read_run_curve(run)
     assert not loaded.complete and any("result.json is corrupt" in n for n in notes)
     (run / "result.json").write_text('{"complete": true}')
-    assert report.load_run(run)[0].complete
+    assert report.read_run_curve(run)[0].complete

@@ -454,32 +454,33 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
+def _head(
+    run_dir: str | Path, step: int | None, last_good: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(meta, extra)`` of checkpoint ``step`` (default: latest), arrays unread."""
+    path = _checkpoint_path(run_dir, step, last_good)
+    with _quiet():
+        ckptr = _checkpointer()
+        try:
+            return _read_head(ckptr, path)
+        finally:
+            ckptr.close()
+
+
 def read_extra(
     run_dir: str | Path, step: int | None = None, last_good: bool = False
 ) -> dict[str, Any]:
     """The JSON ``extra`` of checkpoint ``step`` (default: latest) without reading its arrays,
     e.g. to compare a saved config before building a template. Errors as
     :func:`restore_checkpoint`."""
-    path = _checkpoint_path(run_dir, step, last_good)
-    with _quiet():
-        ckptr = _checkpointer()
-        try:
-            return _read_head(ckptr, path)[1]
-        finally:
-            ckptr.close()
+    return _head(run_dir, step, last_good)[1]
 
 
 def read_meta(run_dir: str | Path, step: int | None = None) -> dict[str, Any]:
     """The ``meta`` record of checkpoint ``step`` (default: latest): format, step and each
     leaf's path, shape and dtype, without reading its arrays (e.g. to size a template).
     Errors as :func:`restore_checkpoint`."""
-    path = _checkpoint_path(run_dir, step)
-    with _quiet():
-        ckptr = _checkpointer()
-        try:
-            return _read_head(ckptr, path)[0]
-        finally:
-            ckptr.close()
+    return _head(run_dir, step)[0]
 
 
 def restore_checkpoint(
@@ -556,6 +557,7 @@ def restore_newest(
     template_for: Callable[[CheckpointRef, dict[str, Any]], PyTree],
     step: int | None = None,
     check: Callable[[CheckpointRef, dict[str, Any]], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[CheckpointRef, PyTree, dict[str, Any], list[tuple[CheckpointRef, str]]]:
     """Restore the newest intact checkpoint of ``run_dir`` (of step ``step`` if given).
 
@@ -563,7 +565,8 @@ def restore_newest(
     sees its ``extra`` before any array is read (raise there to refuse it, e.g. a config
     mismatch: that error propagates), ``template_for(ref, extra)`` builds the template, and a
     :class:`CorruptCheckpointError` skips to the next older one. Returns ``(ref, state, extra,
-    skipped)`` with ``skipped`` the ``(ref, reason)`` of every newer checkpoint passed over.
+    skipped)`` with ``skipped`` the ``(ref, reason)`` of every newer checkpoint passed over;
+    ``notify`` hears a warning line on each.
     Raises :class:`CheckpointError` when there is no checkpoint (of that step) and
     :class:`CorruptCheckpointError`, naming each, when none is intact.
     """
@@ -590,6 +593,8 @@ def restore_newest(
         except CorruptCheckpointError as e:
             skipped.append((ref, str(e)))
             continue
+        for bad, why in skipped if notify is not None else ():
+            notify(f"warning: skipped {bad.describe()} ({why}); using {ref.describe()}")
         return ref, tree, extra, skipped
     raise CorruptCheckpointError(
         f"no intact checkpoint in {run_dir}: " + "; ".join(f"{why}" for _, why in skipped)

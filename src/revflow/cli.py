@@ -105,7 +105,9 @@ def _tyro_cli(cls: Any, argv: Sequence[str], prog: str) -> Any:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        raise UsageError(_panel_message(captured.getvalue())) from None
+        # A config's own validation error (raised on construction) without tyro's prefix.
+        message = re.sub(r"^Error parsing [\w.-]+: ", "", _panel_message(captured.getvalue()))
+        raise UsageError(message) from None
 
 
 def _panel_message(text: str) -> str:
@@ -227,6 +229,10 @@ def _parse_train_command(
 
     names = tuple(available())
     loop_shown = _with_inherited_help(loop_cls, {"algo": Literal[names]})  # lists the choices
+    try:  # a loop config is validated on construction (so is every one tyro builds below)
+        loop_default = loop_shown(algo=algo)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     agent_shown = _with_inherited_help(cls.Config)
     command = dataclasses.make_dataclass(
         "TrainCommand",
@@ -234,7 +240,7 @@ def _parse_train_command(
             (
                 "train",
                 Annotated[loop_shown, tyro.conf.OmitArgPrefixes],
-                dataclasses.field(default=loop_shown(algo=algo)),
+                dataclasses.field(default=loop_default),
             ),
             ("agent", agent_shown, dataclasses.field(default=_as(agent_shown, agent_default))),
             ("preset", str, dataclasses.field(default=preset)),
@@ -302,12 +308,10 @@ def _train_command(argv: Sequence[str]) -> int:
         from revflow.overrides import OverrideError
 
         run_dir, step, changes = _resume_args(argv, engine.FIXED_ON_RESUME)
-        try:
-            engine.resume(run_dir, step=step, changes=changes, notify=_notify)
-        except (FileNotFoundError, engine.ConfigMismatchError, OverrideError) as err:
-            raise UsageError(str(err)) from err
-        print(f"run saved in {run_dir}")
-        return 0
+        return _report_run(
+            lambda: engine.resume(run_dir, step=step, changes=changes, notify=_notify),
+            (FileNotFoundError, engine.ConfigMismatchError, OverrideError),
+        )
 
     parsed = _parse_train_command(
         argv,
@@ -321,7 +325,6 @@ def _train_command(argv: Sequence[str]) -> int:
     )
     cfg: TrainConfig = parsed.train
     try:
-        cfg.validate()
         parsed.agent.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -329,9 +332,15 @@ def _train_command(argv: Sequence[str]) -> int:
 
     from revflow import engine
 
+    return _report_run(lambda: engine.train(cfg, parsed.agent), (FileExistsError,))
+
+
+def _report_run(run: Any, refused: tuple[type[BaseException], ...]) -> int:
+    """Run ``run()`` (a training; it returns the run directory) and print where the run is;
+    an error of ``refused`` types is a :class:`UsageError`."""
     try:
-        run_dir = engine.train(cfg, parsed.agent)
-    except FileExistsError as err:
+        run_dir = run()
+    except refused as err:
         raise UsageError(str(err)) from err
     print(f"run saved in {run_dir}")
     return 0
@@ -604,14 +613,12 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
             trainer = CompiledTrainer(cfg, agent_cfg)
         except (FileNotFoundError, ValueError, ImportError) as err:
             raise UsageError(str(err)) from err
-        try:
-            run_dir, _ = train_compiled(
+        return _report_run(
+            lambda: train_compiled(
                 cfg, agent_cfg, resume, trainer=trainer, resume=True, step=step, notify=_notify
-            )
-        except (ConfigMismatchError, CheckpointError) as err:
-            raise UsageError(str(err)) from err
-        print(f"run saved in {run_dir}")
-        return 0
+            )[0],
+            (ConfigMismatchError, CheckpointError),
+        )
 
     parsed = _parse_train_command(
         argv,
@@ -626,7 +633,6 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
     )
     cfg = parsed.train
     try:
-        cfg.validate()
         parsed.agent.validate()
         from revflow import jax_envs
 
@@ -634,12 +640,9 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
         trainer = CompiledTrainer(cfg, parsed.agent)  # device-count checks, builds the envs
     except (ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
-    try:
-        run_dir, _ = train_compiled(cfg, parsed.agent, trainer=trainer)
-    except FileExistsError as err:
-        raise UsageError(str(err)) from err
-    print(f"run saved in {run_dir}")
-    return 0
+    return _report_run(
+        lambda: train_compiled(cfg, parsed.agent, trainer=trainer)[0], (FileExistsError,)
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ together (one iteration = ``num_envs`` env steps); ``utd`` counts gradient updat
 iteration, i.e. per ``num_envs`` env steps.
 
 Supported agents: those whose ``init`` / ``act`` / ``update`` are pure jittable functions of
-the train state, a key and a batch, which is every agent in :data:`SUPPORTED_AGENTS`
-(checked: others raise ``ValueError``). ``rfm`` and ``sac`` are the tested ones.
+the train state, a key and a batch, which an agent declares with ``Agent.COMPILED_LOOP``
+(:func:`supported_agents`; others raise ``ValueError``). ``rfm`` and ``sac`` are the tested
+ones.
 
 Replay. The buffer is a pytree of arrays in the loop's carry, time-major: ``obs`` has shape
 (T, N, obs_dim) with T = ceil(buffer_size / N) slots per environment; slot ``ptr`` gets the N
@@ -68,7 +69,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.struct
 import jax
@@ -77,20 +78,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from revflow import rundir
 from revflow.agents.base import Agent, AgentConfig, Batch, require
-from revflow.agents.registry import get_agent_class
-from revflow.engine import (
-    ConfigMismatchError,
-    _diff,
-    _sanitize,
-    configs_from_dict,
-    read_run_json,
-    validate_loop_options,
-)
+from revflow.agents.registry import available, get_agent_class
+from revflow.checkpoint import CheckpointError, list_checkpoints, probe_writable, save_checkpoint
 from revflow.jax_envs import EnvState, VecEnv
+from revflow.loop_config import LoopConfig
+from revflow.rundir import CONFIG_FILE, ConfigMismatchError, read_result, run_dir_for
+from revflow.schedule import Every
 
 __all__ = [
-    "SUPPORTED_AGENTS",
     "CompiledConfig",
     "CompiledTrainer",
     "LoopState",
@@ -101,94 +98,70 @@ __all__ = [
     "make_mesh",
     "resume",
     "run_dir_for",
+    "supported_agents",
     "train_compiled",
 ]
 
-#: Agents whose init/act/update are pure functions of (state, key, batch): all registered
-#: ones today. ``rfm`` and ``sac`` are tested in the compiled loop.
-SUPPORTED_AGENTS: tuple[str, ...] = (
-    "dacer",
-    "dipo",
-    "dpmd",
-    "dqs",
-    "qne",
-    "qsm",
-    "qvpo",
-    "rfm",
-    "rfm-diffusion",
-    "sac",
-    "sdac",
-)
 AXIS = "data"
-CONFIG_FILE = "config.json"
-RESULT_FILE = "result.json"
+
+
+def supported_agents() -> tuple[str, ...]:
+    """The registered agents that run in the compiled loop (``Agent.COMPILED_LOOP``)."""
+    return tuple(name for name in available() if get_agent_class(name).COMPILED_LOOP)
 
 
 @dataclasses.dataclass(frozen=True)
-class CompiledConfig:
+class CompiledConfig(LoopConfig):
     """Options of the compiled loop (the agent's hyperparameters live in its own config)."""
 
-    #: Registered algorithm name (one of ``SUPPORTED_AGENTS``).
+    SECTION: ClassVar[str] = "compiled"
+    COMMAND: ClassVar[str] = "revflow train-compiled"
+    RUN_SUFFIX: ClassVar[str] = "-compiled"
+
+    #: Registered algorithm name (one of :func:`supported_agents`).
     algo: str = "sac"
     #: JAX-native environment, ``mjx:<Task>`` (``revflow.jax_envs.available()``).
     env: str = "mjx:CheetahRun"
-    #: Seed of everything: network init, environments, exploration, replay sampling.
-    seed: int = 0
-    #: Parallel environments (split over the devices).
-    num_envs: int = 64
     #: Total env steps, all environments together (rounded up to whole iterations).
     steps: int = 1_000_000
     #: Env steps (all environments together) with uniform-random actions and no updates.
     warmup_steps: int = 10_000
     #: Gradient updates per iteration, i.e. per ``num_envs`` env steps.
     utd: int = 1
-    #: Minibatch size; None means the agent config's ``batch_size``.
-    batch_size: int | None = None
     #: Replay capacity in transitions; None means ``min(steps, 1_000_000)``.
     buffer_size: int | None = None
-    #: Iterations per jitted call (the host logs / evaluates only between calls).
-    chunk_iters: int = 1000
-    #: Override of the task's episode length in env steps (None: the task's).
-    episode_length: int | None = None
     #: Evaluate every this many env steps (at the first chunk end at or after each multiple),
     #: and at the end (0: never).
     eval_every: int = 50_000
     #: Evaluation episodes (run as that many parallel environments, one episode each).
     eval_episodes: int = 10
-    #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
-    eval_mode: str = "best-of-n"
+    #: Also write a checkpoint at the first chunk end at or after each multiple of this many
+    #: env steps (0: only the final checkpoint).
+    checkpoint_every: int = 50_000
+    #: Parallel environments (split over the devices).
+    num_envs: int = 64
+    #: Iterations per jitted call (the host logs / evaluates only between calls).
+    chunk_iters: int = 1000
+    #: Override of the task's episode length in env steps (None: the task's).
+    episode_length: int | None = None
     #: Devices to use (the first ones of ``jax.devices()``); None: all visible devices.
     num_devices: int | None = None
-    #: Root of run directories: ``<run_dir>/<env>/<label or algo>-compiled/seed<seed>``.
-    run_dir: str = "runs"
-    #: Name of this run's variant in its run directory (None: ``algo``).
-    label: str | None = None
     #: Write checkpoints of the whole loop state (agent, replay, environments with their
     #: physics, keys, counters); False: none, so the run can be neither resumed nor evaluated
     #: by ``revflow eval``.
     checkpoint: bool = True
-    #: Also write a checkpoint at the first chunk end at or after each multiple of this many
-    #: env steps (0: only the final checkpoint).
-    checkpoint_every: int = 50_000
-    #: Finalised checkpoints kept on disk.
-    keep_checkpoints: int = 2
-    #: Write TensorBoard event files.
-    tensorboard: bool = True
-    #: Write ``metrics.csv`` and ``eval.csv``.
-    csv: bool = True
-    #: Show a live progress bar.
-    progress: bool = True
 
     def validate(self) -> None:
+        supported = supported_agents()
         require(
-            self.algo in SUPPORTED_AGENTS,
+            self.algo in supported,
             "algo",
             self.algo,
-            f"is not supported by the compiled loop; supported: {', '.join(SUPPORTED_AGENTS)}",
+            f"is not supported by the compiled loop; supported: {', '.join(supported)}",
         )
         require(self.env.startswith("mjx:"), "env", self.env, "must be an 'mjx:<Task>' name")
         require(self.num_envs >= 1, "num_envs", self.num_envs, "must be >= 1")
-        validate_loop_options(self)
+        super().validate()
         require(self.chunk_iters >= 1, "chunk_iters", self.chunk_iters, "must be >= 1")
         for name in ("episode_length", "num_devices"):
             value = getattr(self, name)
@@ -201,9 +174,6 @@ class CompiledConfig:
     @property
     def warmup_iterations(self) -> int:
         return math.ceil(self.warmup_steps / self.num_envs)
-
-    def resolved_batch_size(self, agent_cfg: AgentConfig) -> int:
-        return int(self.batch_size or getattr(agent_cfg, "batch_size", 256))
 
     def slots(self) -> int:
         """Time slots T of the replay buffer (T x num_envs transitions)."""
@@ -343,7 +313,6 @@ class CompiledTrainer:
     def __init__(self, cfg: CompiledConfig, agent_cfg: AgentConfig, env: VecEnv | None = None):
         from revflow.jax_envs import make
 
-        cfg.validate()
         agent_cfg.validate()
         cls = get_agent_class(cfg.algo)
         if not isinstance(agent_cfg, cls.Config):
@@ -358,7 +327,7 @@ class CompiledTrainer:
         self.env = env or make(name, cfg.num_envs, cfg.episode_length)
         self.eval_env = make(name, cfg.eval_episodes, cfg.episode_length)
         self.agent: Agent = cls(agent_cfg, self.env.obs_dim, self.env.act_dim)
-        self.gamma = float(getattr(agent_cfg, "gamma", 0.99))
+        self.gamma = float(agent_cfg.gamma)
         self.slots = cfg.slots()
         self._sample = _make_sampler(self.mesh, cfg.num_envs, self.batch_size, self.gamma)
         self._env_step = None  # built with the env-state specs in init_state
@@ -532,32 +501,14 @@ class CompiledTrainer:
 # --------------------------------------------------------------------------------------------
 
 
-def run_dir_for(cfg: CompiledConfig) -> Path:
-    """``<run_dir>/<env>/<label or algo>-compiled/seed<seed>``."""
-    return (
-        Path(cfg.run_dir)
-        / _sanitize(cfg.env)
-        / f"{cfg.label or cfg.algo}-compiled"
-        / f"seed{cfg.seed}"
-    )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _config_dict(cfg: CompiledConfig, agent_cfg: AgentConfig, mesh: Mesh) -> dict[str, Any]:
-    return {
-        "compiled": dataclasses.asdict(cfg),
-        "agent": dataclasses.asdict(agent_cfg),
-        "resolved": {
-            "batch_size": cfg.resolved_batch_size(agent_cfg),
-            "buffer_size": cfg.slots() * cfg.num_envs,
-            "devices": [str(d) for d in mesh.devices.flat],
-        },
+    """The content of a compiled run's ``config.json`` (:func:`revflow.rundir.config_dict`)."""
+    resolved = {
+        "batch_size": cfg.resolved_batch_size(agent_cfg),
+        "buffer_size": cfg.slots() * cfg.num_envs,
+        "devices": [str(d) for d in mesh.devices.flat],
     }
+    return rundir.config_dict(cfg, agent_cfg, resolved)
 
 
 def _check_config(saved: Any, current: dict[str, Any], what: str) -> None:
@@ -570,26 +521,20 @@ def _check_config(saved: Any, current: dict[str, Any], what: str) -> None:
         resolved = {k: v for k, v in config.get("resolved", {}).items() if k != "devices"}
         return {**config, "resolved": resolved}
 
-    diffs = _diff(comparable(saved), comparable(current))
+    diffs = rundir.diff(comparable(saved), comparable(current))
     if diffs:
         raise ConfigMismatchError(f"{what}: " + "; ".join(diffs))
 
 
 def is_compiled_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir/config.json`` is that of a compiled run (False if absent or other)."""
-    try:
-        return "compiled" in json.loads((Path(run_dir) / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return False
+    return rundir.saved_section(run_dir) == CompiledConfig.SECTION
 
 
 def load_run(run_dir: str | Path) -> tuple[CompiledConfig, AgentConfig]:
     """The configs saved in a compiled run's ``config.json`` (clear errors if missing or
     invalid)."""
-    path, d = read_run_json(run_dir)
-    if "compiled" not in d:
-        raise ConfigMismatchError(f"{path} is not a compiled run's config (revflow train-compiled)")
-    return configs_from_dict(d, "compiled", CompiledConfig, where=f"{path}: ")
+    return rundir.load_run(run_dir, CompiledConfig)
 
 
 @dataclasses.dataclass
@@ -597,27 +542,26 @@ class _Host:
     """The host side of the loop, saved in every checkpoint next to the carry."""
 
     eval_key: jax.Array
-    #: Evaluate / checkpoint at the first chunk end at or after these env steps.
-    next_eval: int
-    next_checkpoint: int
+    #: Evaluations and checkpoints (at the first chunk end at or after their next step).
+    evals: Every
+    checkpoints: Every
     #: (step, mean, std) of the latest evaluation.
     last_eval: tuple[int, float, float] | None = None
 
     @classmethod
     def initial(cls, cfg: CompiledConfig) -> _Host:
-        return cls(jax.random.key(cfg.seed + 7919), cfg.eval_every, cfg.checkpoint_every)
+        key = jax.random.key(cfg.seed + 7919)
+        return cls(key, Every.after(0, cfg.eval_every), Every.after(0, cfg.checkpoint_every))
 
 
 def _save(
     path: Path, step: int, state: LoopState, host: _Host, config: dict, cfg: CompiledConfig
 ) -> None:
-    from revflow.checkpoint import save_checkpoint
-
     extra = {
         "config": config,
         "env_steps": step,
-        "next_eval": host.next_eval,
-        "next_checkpoint": host.next_checkpoint,
+        "next_eval": host.evals.next,
+        "next_checkpoint": host.checkpoints.next,
         "last_eval": host.last_eval,
         "complete": step >= cfg.iterations * cfg.num_envs,
     }
@@ -635,7 +579,7 @@ def _restore(
     """The carry, host state, extra and step of the newest intact checkpoint (or that of
     ``step``), after checking its config against ``config`` (None: against ``config.json``)
     before any array is read; ``notify`` hears of each newer checkpoint skipped as corrupt."""
-    from revflow.checkpoint import CheckpointError, list_checkpoints, restore_newest
+    from revflow.checkpoint import restore_newest
 
     if step is None and not list_checkpoints(path):
         raise CheckpointError(
@@ -654,34 +598,22 @@ def _restore(
         )
 
     template = {"loop": trainer.abstract_state(), "eval_key": jax.random.key(0)}
-    ref, tree, extra, skipped = restore_newest(path, lambda r, e: template, step, check)
-    if notify is not None:
-        for bad, why in skipped:
-            notify(f"warning: skipped {bad.describe()} ({why}); using {ref.describe()}")
+    ref, tree, extra, _ = restore_newest(path, lambda r, e: template, step, check, notify)
     last = extra["last_eval"]
+    cfg = trainer.cfg
     host = _Host(
         eval_key=tree["eval_key"],
-        next_eval=int(extra["next_eval"]),
-        next_checkpoint=int(extra["next_checkpoint"]),
+        evals=Every(cfg.eval_every, int(extra["next_eval"])),
+        checkpoints=Every(cfg.checkpoint_every, int(extra["next_checkpoint"])),
         last_eval=None if last is None else (int(last[0]), float(last[1]), float(last[2])),
     )
     return tree["loop"], host, extra, ref.step
 
 
 def _write_result(path: Path, cfg: CompiledConfig, state: LoopState, host: _Host) -> None:
-    result: dict[str, Any] = {
-        "complete": True,
-        "algo": cfg.algo,
-        "env": cfg.env,
-        "seed": cfg.seed,
-        "env_steps": cfg.iterations * cfg.num_envs,
-        "updates": int(state.updates),
-    }
-    if host.last_eval is not None:
-        result["final_eval"] = dict(
-            zip(("step", "return_mean", "return_std"), host.last_eval, strict=True)
-        )
-    _write_json(path / RESULT_FILE, result)
+    fields = {"algo": cfg.algo, "env": cfg.env, "seed": cfg.seed}
+    fields.update(env_steps=cfg.iterations * cfg.num_envs, updates=int(state.updates))
+    rundir.write_result(path, fields, host.last_eval)
 
 
 def train_compiled(
@@ -714,8 +646,7 @@ def train_compiled(
     (SIGINT) writes a checkpoint at the next chunk end (exact: the carry holds the
     environments) and raises :class:`~revflow.engine.Interrupted`.
     """
-    from revflow.checkpoint import CheckpointError, list_checkpoints, probe_writable
-    from revflow.engine import Interrupted, NumericalError, read_result, stop_on_interrupt
+    from revflow.engine import Interrupted, NumericalError, stop_on_interrupt
     from revflow.metrics_log import RunLogger
 
     say = notify or (lambda message: None)
@@ -740,18 +671,9 @@ def train_compiled(
             return path, state
         say(f"resuming {path} from checkpoint {start} (env step {start} of {total * n})")
     else:
-        if list_checkpoints(path):
-            raise FileExistsError(
-                f"{path} already holds checkpoints; continue it with `revflow train-compiled "
-                f"--resume {path}` (resume=True) or choose another --run-dir / --seed"
-            )
-        if (path / CONFIG_FILE).is_file():
-            raise FileExistsError(
-                f"{path} holds a run that stopped before its first checkpoint ({CONFIG_FILE} "
-                "and logs); remove it or choose another --run-dir / --seed / --label"
-            )
+        rundir.require_new(path, cfg.COMMAND, "remove it")
         probe_writable(path)
-        _write_json(path / CONFIG_FILE, config)
+        rundir.write_json(path / CONFIG_FILE, config)
         state, host, start = trainer.init_state(), _Host.initial(cfg), 0
     stop = threading.Event()
     chunk = trainer.chunk_fn()
@@ -806,15 +728,14 @@ def train_compiled(
                         float(stats["return_sum"]) / episodes,
                         int(stats["length_sum"]) // episodes,
                     )
-                if cfg.eval_every and (step >= host.next_eval or it >= total):
+                if host.evals.due(step, final=it >= total):
                     host.eval_key, sub = jax.random.split(host.eval_key)
                     returns = trainer.evaluate(state.agent, sub)
                     host.last_eval = (step, float(returns.mean()), float(returns.std()))
                     logger.log_eval(step, host.last_eval[1], host.last_eval[2])
-                    host.next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-                every = cfg.checkpoint_every
-                if cfg.checkpoint and every and step >= host.next_checkpoint and it < total:
-                    host.next_checkpoint = (step // every + 1) * every
+                    host.evals.done(step)
+                if cfg.checkpoint and it < total and host.checkpoints.due(step):
+                    host.checkpoints.done(step)
                     _save(path, step, state, host, config, cfg)
                 logger.progress(step)
                 if stop.is_set() and it < total:
@@ -862,8 +783,6 @@ def load_agent(
     and :class:`~revflow.engine.ConfigMismatchError` if the checkpoint's config differs from
     ``config.json``.
     """
-    from revflow.checkpoint import CheckpointError, list_checkpoints
-
     path = Path(run_dir)
     cfg, agent_cfg = load_run(path)
     if step is None and not list_checkpoints(path):

@@ -50,7 +50,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import re
 import signal
 import threading
 import time
@@ -62,6 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from revflow import __version__, rundir
 from revflow.agents.base import ACT_MODES, Agent, AgentConfig, Batch, require
 from revflow.agents.registry import get_agent_class
 from revflow.checkpoint import (
@@ -74,8 +74,19 @@ from revflow.checkpoint import (
     save_checkpoint,
 )
 from revflow.envs import env_info, make_env, make_vector_env
+from revflow.loop_config import LoopConfig
 from revflow.metrics_log import RunLogger
+from revflow.overrides import apply_overrides
 from revflow.replay import ReplayBuffer
+from revflow.rundir import (
+    CONFIG_FILE,
+    RESULT_FILE,
+    ConfigMismatchError,
+    config_choices,
+    read_result,
+    run_dir_for,
+)
+from revflow.schedule import Every
 
 __all__ = [
     "ConfigMismatchError",
@@ -91,12 +102,7 @@ __all__ = [
     "resume",
     "run_dir_for",
     "train",
-    "validate_loop_options",
 ]
-
-CONFIG_FILE = "config.json"
-#: Written atomically when a run has finished all its steps (`_Trainer.write_result`).
-RESULT_FILE = "result.json"
 
 
 class NumericalError(FloatingPointError):
@@ -107,10 +113,6 @@ class NumericalError(FloatingPointError):
         self.step = step
         self.update = update
         self.quantity = quantity
-
-
-class ConfigMismatchError(ValueError):
-    """A run directory's saved config disagrees with a checkpoint or with the requested one."""
 
 
 class ResumeRefused(ValueError):
@@ -126,70 +128,30 @@ class Interrupted(KeyboardInterrupt):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(LoopConfig):
     """Options of the training engine (the agent's hyperparameters live in its own config)."""
 
-    #: Values of fields that configs saved before those fields existed lack (the rule those
-    #: runs followed), used when such a run is loaded or resumed.
+    SECTION: ClassVar[str] = "train"
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"eval_seeds": "varying", "eval_at_start": False}
 
-    #: Registered algorithm name (``revflow.agents.registry.available()``).
-    algo: str = "rfm"
-    #: Name of this run's variant in its run directory and in reports (None: ``algo``);
-    #: ``revflow sweep`` sets it for config-override grids, e.g. ``rfm.control_variate-none``.
-    label: str | None = None
-    #: Environment name (revflow.envs): ``dmc:<domain>-<task>``, ``gym:<Id>``,
-    #: ``gym:<module>:<Id>`` or ``py:<module>:<factory>``.
-    env: str = "dmc:cheetah-run"
-    #: Seed of everything: network init, replay sampling, exploration, env resets.
-    seed: int = 0
-    #: Total environment steps.
-    steps: int = 250_000
-    #: Initial env steps with uniform-random actions and no updates.
-    warmup_steps: int = 10_000
-    #: Gradient updates per env step after warm-up (update-to-data ratio).
-    utd: int = 1
     #: Updates fused into one jitted ``lax.scan`` call; the ``updates_per_call // utd`` env
     #: steps before it act with the parameters as of their chunk's start. Must be a multiple
     #: of ``utd``. Default 1 by measurement on the 2-core CPU: fusing 4 / 8 / 16 SAC updates
     #: cut the time per update by only 5 / 7 / ~5 % (4.1 -> 3.8 ms, reference sizes), not worth
     #: the policy staleness; an RFM update is ~1 s, where dispatch cost is negligible.
     updates_per_call: int = 1
-    #: Minibatch size; None means the agent config's ``batch_size``.
-    batch_size: int | None = None
-    #: Replay capacity; None means ``steps`` (nothing is ever overwritten).
-    buffer_size: int | None = None
-    #: Evaluate every this many env steps (0: never, except no final evaluation either).
-    eval_every: int = 10_000
-    #: Episodes per evaluation (run in a vectorised environment); 25 as in the authors' code.
-    eval_episodes: int = 25
-    #: Acting mode of evaluation: best-of-n (the reference protocol), sample, explore.
-    eval_mode: str = "best-of-n"
     #: Seeds of evaluation episodes: "fixed" (env seeds 0..eval_episodes-1 and policy key 0 at
     #: every evaluation, the authors' rule) or "varying" (new seeds per evaluation, derived
     #: from ``seed`` and the env step).
     eval_seeds: str = "fixed"
     #: Also evaluate at env step 0, before any update (the authors' code does).
     eval_at_start: bool = True
-    #: Write a checkpoint at the first episode end after this many more env steps (0: only
-    #: the final checkpoint).
-    checkpoint_every: int = 50_000
-    #: Finalised checkpoints kept on disk.
-    keep_checkpoints: int = 2
     #: Log averaged update metrics and steps/s every this many env steps.
     log_every: int = 1_000
-    #: Root of run directories; a run lands in ``<run_dir>/<env>/<algo>/seed<seed>``.
-    run_dir: str = "runs"
-    #: Write TensorBoard event files.
-    tensorboard: bool = True
-    #: Write ``metrics.csv`` and ``eval.csv``.
-    csv: bool = True
     #: Log to Weights & Biases (needs ``pip install wandb``).
     wandb: bool = False
     #: Weights & Biases project name.
     wandb_project: str = "revflow"
-    #: Show a live progress bar.
-    progress: bool = True
 
     def validate(self) -> None:
         require(
@@ -199,7 +161,7 @@ class TrainConfig:
             "is a JAX-native environment: train it with the compiled loop "
             "(revflow train-compiled --env ... --num-envs N; revflow.compiled.train_compiled)",
         )
-        validate_loop_options(self)
+        super().validate()
         require(
             self.updates_per_call >= 1 and self.updates_per_call % self.utd == 0,
             "updates_per_call",
@@ -214,135 +176,26 @@ class TrainConfig:
             f"must be one of {EVAL_SEEDS}",
         )
 
-
-def validate_loop_options(cfg: Any) -> None:
-    """Checks of the options every training loop shares (the engine's and the compiled one's):
-    steps, warmup_steps, utd, batch_size, buffer_size, eval_every, eval_episodes, eval_mode,
-    checkpoint_every, keep_checkpoints, seed, label."""
-    require(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
-    require(cfg.warmup_steps >= 0, "warmup_steps", cfg.warmup_steps, "must be >= 0")
-    require(
-        cfg.warmup_steps < cfg.steps,
-        "warmup_steps",
-        cfg.warmup_steps,
-        f"must be < steps={cfg.steps} (the run would never update its agent)",
-    )
-    require(cfg.utd >= 1, "utd", cfg.utd, "must be >= 1")
-    for name in ("batch_size", "buffer_size"):
-        value = getattr(cfg, name)
-        require(value is None or value >= 1, name, value, "must be None or >= 1")
-    require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
-    require(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
-    require(cfg.eval_mode in ACT_MODES, "eval_mode", cfg.eval_mode, f"must be one of {ACT_MODES}")
-    require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, ">= 0")
-    require(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, ">= 1")
-    require(0 <= cfg.seed < 2**31, "seed", cfg.seed, "must be in [0, 2**31)")
-    require(
-        cfg.label is None
-        or (bool(cfg.label) and _sanitize(cfg.label) == cfg.label and cfg.label.strip(".")),
-        "label",
-        cfg.label,
-        "must be None or a non-empty name of letters, digits, '_', '.', '-' (not only dots)",
-    )
+    @property
+    def capacity(self) -> int:
+        """Replay capacity: ``buffer_size``, else ``steps``."""
+        return self.buffer_size or self.steps
 
 
-# --------------------------------------------------------------------------------------------
-# Run directories and configs
-# --------------------------------------------------------------------------------------------
-
-
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def run_dir_for(cfg: TrainConfig) -> Path:
-    """``<run_dir>/<env>/<label or algo>/seed<seed>`` with ':' and other odd characters as '_'."""
-    name = cfg.label or cfg.algo
-    return Path(cfg.run_dir) / _sanitize(cfg.env) / _sanitize(name) / f"seed{cfg.seed}"
-
-
-def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    """The ``result.json`` of a finished run (None while it is unfinished or never started)."""
-    path = Path(run_dir) / RESULT_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is unreadable or not JSON: {err}") from err
-
-
-def _resolved_batch_size(cfg: TrainConfig, agent_cfg: AgentConfig) -> int:
-    if cfg.batch_size is not None:
-        return cfg.batch_size
-    return int(getattr(agent_cfg, "batch_size", 256))
+#: ``TrainConfig.eval_seeds``: the authors' fixed seeds, or seeds new at every evaluation.
+EVAL_SEEDS: tuple[str, ...] = ("fixed", "varying")
 
 
 def _config_dict(cfg: TrainConfig, agent_cfg: AgentConfig) -> dict[str, Any]:
-    import revflow
-
-    return {
-        "revflow_version": revflow.__version__,
-        "train": dataclasses.asdict(cfg),
-        "agent": dataclasses.asdict(agent_cfg),
-        "resolved": {
-            "batch_size": _resolved_batch_size(cfg, agent_cfg),
-            "buffer_size": cfg.buffer_size or cfg.steps,
-        },
-    }
-
-
-def _tuplify(value: Any) -> Any:
-    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
-
-
-def configs_from_dict(
-    d: dict[str, Any], section: str = "train", run_cls: type = TrainConfig, where: str = ""
-) -> tuple[Any, AgentConfig]:
-    """The validated ``(run_cls config, agent config)`` of a saved ``config.json`` dict whose
-    loop config is under ``section`` (``"train"`` here, ``"compiled"`` for the compiled loop);
-    ``where`` prefixes the error messages."""
-    unknown = sorted(set(d[section]) - {f.name for f in dataclasses.fields(run_cls)})
-    if unknown:
-        raise ConfigMismatchError(f"{where}saved {section} config has unknown fields {unknown}")
-    cfg = run_cls(**{**getattr(run_cls, "LEGACY_DEFAULTS", {}), **d[section]})
-    cls = get_agent_class(cfg.algo).Config
-    unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ConfigMismatchError(f"{where}saved {cls.__name__} has unknown fields {unknown}")
-    saved = {**cls.LEGACY_DEFAULTS, **d["agent"]}
-    agent_cfg = cls(**{k: _tuplify(v) for k, v in saved.items()})
-    agent_cfg.validate()
-    cfg.validate()
-    return cfg, agent_cfg
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if _tuplify(a) == _tuplify(b) else [f"{prefix[:-1]}: {a!r} != {b!r}"]
-
-
-def read_run_json(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """``(path, parsed dict)`` of ``run_dir/config.json`` (clear errors if missing or invalid)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a revflow run directory")
-    try:
-        return path, json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigMismatchError(f"{path} is not valid JSON: {err}") from err
+    """The content of an engine run's ``config.json`` (:func:`revflow.rundir.config_dict`)."""
+    resolved = {"batch_size": cfg.resolved_batch_size(agent_cfg), "buffer_size": cfg.capacity}
+    return {"revflow_version": __version__, **rundir.config_dict(cfg, agent_cfg, resolved)}
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, AgentConfig]:
-    """The configs saved in ``run_dir/config.json`` (clear errors if missing or invalid)."""
-    return configs_from_dict(read_run_json(run_dir)[1])
+    """The configs saved in an engine run's ``config.json`` (clear errors if missing or
+    invalid)."""
+    return rundir.load_run(run_dir, TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,8 +256,6 @@ def _to_batch(sample: dict[str, np.ndarray], gamma: float) -> Batch:
 # --------------------------------------------------------------------------------------------
 
 _MAX_EVAL_ENVS = 16
-#: ``TrainConfig.eval_seeds``: the authors' fixed seeds, or seeds new at every evaluation.
-EVAL_SEEDS: tuple[str, ...] = ("fixed", "varying")
 
 
 def evaluate(
@@ -473,14 +324,6 @@ def _template(
 Notify = Callable[[str], None]
 
 
-def _config_choices(run_dir: Path) -> list[dict[str, Any]]:
-    """The configs a checkpoint of ``run_dir`` may have been written with: ``config.json``'s
-    and those it had before a resume changed it (``earlier_configs``)."""
-    saved = read_run_json(run_dir)[1]
-    current = {k: v for k, v in saved.items() if k != "earlier_configs"}
-    return [current, *saved.get("earlier_configs", [])]
-
-
 def _failure_of(extra: dict[str, Any]) -> str | None:
     failure = extra.get("numerical_error")
     return None if failure is None else str(failure)
@@ -497,31 +340,30 @@ def _restore_run(
     check: Callable[[CheckpointRef, dict[str, Any]], None] | None = None,
 ) -> tuple[CheckpointRef, dict[str, Any], dict[str, Any]]:
     """Restore the newest intact checkpoint of a run (or that of ``step``) whose config is
-    one of :func:`_config_choices`; ``notify`` hears of every newer one skipped and why."""
+    one of :func:`revflow.rundir.config_choices`; ``notify`` hears of every newer one skipped
+    and why."""
     choices = [
-        {k: c.get(k) for k in ("train", "agent", "resolved")} for c in _config_choices(run_dir)
+        {k: c.get(k) for k in ("train", "agent", "resolved")} for c in config_choices(run_dir)
     ]
 
     def check_config(ref: CheckpointRef, extra: dict[str, Any]) -> None:
         saved = extra.get("config") or {}
         saved = {k: saved.get(k) for k in ("train", "agent", "resolved")}
-        if all(_diff(saved, c) for c in choices):
+        if all(rundir.diff(saved, c) for c in choices):
             raise ConfigMismatchError(
                 f"{ref.describe()} in {run_dir} was written with another config than "
-                f"{CONFIG_FILE}: " + "; ".join(_diff(saved, choices[0]))
+                f"{CONFIG_FILE}: " + "; ".join(rundir.diff(saved, choices[0]))
             )
         if check is not None:
             check(ref, extra)
 
-    ref, tree, extra, skipped = restore_newest(
+    ref, tree, extra, _ = restore_newest(
         run_dir,
         lambda r, _: _template(state, key, r.step, capacity, *dims),
         step,
         check_config,
+        notify,
     )
-    if notify is not None:
-        for bad, why in skipped:
-            notify(f"warning: skipped {bad.describe()} ({why}); using {ref.describe()}")
     return ref, tree, extra
 
 
@@ -547,9 +389,8 @@ def load_agent(
         obs_dim, act_dim = dims
     agent = get_agent_class(cfg.algo)(agent_cfg, obs_dim, act_dim)
     key = jax.random.PRNGKey(0)
-    capacity = cfg.buffer_size or cfg.steps
     ref, tree, extra = _restore_run(
-        run_dir, agent.init(key), key, capacity, (obs_dim, act_dim), step, notify
+        run_dir, agent.init(key), key, cfg.capacity, (obs_dim, act_dim), step, notify
     )
     failure = _failure_of(extra)
     if failure is not None and notify is not None:
@@ -600,9 +441,9 @@ class _Trainer:
         obs_dim, act_dim, _ = env_info(self.env)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.agent = get_agent_class(cfg.algo)(agent_cfg, obs_dim, act_dim)
-        self.gamma = float(getattr(agent_cfg, "gamma", 0.99))
-        self.batch_size = _resolved_batch_size(cfg, agent_cfg)
-        self.capacity = cfg.buffer_size or cfg.steps
+        self.gamma = float(agent_cfg.gamma)
+        self.batch_size = cfg.resolved_batch_size(agent_cfg)
+        self.capacity = cfg.capacity
         self.buffer = ReplayBuffer(self.capacity, obs_dim, act_dim)
         self.np_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
         init_key, self.key = jax.random.split(jax.random.PRNGKey(cfg.seed))
@@ -710,8 +551,9 @@ class _Trainer:
         chunk = cfg.updates_per_call // cfg.utd
         acc: dict[str, float] = {}
         counts = [0]
-        next_log = (n.env_steps // cfg.log_every + 1) * cfg.log_every
-        next_eval = (n.env_steps // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else 0
+        log = Every.after(n.env_steps, cfg.log_every)
+        evals = Every.after(n.env_steps, cfg.eval_every)
+        checkpoints = Every.after(n.last_ckpt, cfg.checkpoint_every, aligned=False)
         if cfg.eval_every and cfg.eval_at_start and n.env_steps == 0:
             self.evaluate(logger)
         t_log, steps_log = time.perf_counter(), n.env_steps
@@ -741,7 +583,8 @@ class _Trainer:
                 if done:
                     n.episodes += 1
                     logger.log_episode(n.env_steps, ep_return, ep_len)
-                if n.env_steps >= next_log or n.env_steps >= cfg.steps:
+                final = n.env_steps >= cfg.steps
+                if log.due(n.env_steps, final):
                     now = time.perf_counter()
                     values = {k: v / counts[0] for k, v in acc.items()} if counts[0] else {}
                     values["charts/sps"] = (n.env_steps - steps_log) / max(now - t_log, 1e-9)
@@ -749,18 +592,14 @@ class _Trainer:
                     logger.log_metrics(n.env_steps, values)
                     acc, counts = {}, [0]
                     t_log, steps_log = now, n.env_steps
-                    next_log = (n.env_steps // cfg.log_every + 1) * cfg.log_every
-                if cfg.eval_every and (n.env_steps >= next_eval or n.env_steps >= cfg.steps):
+                    log.done(n.env_steps)
+                if evals.due(n.env_steps, final):
                     self.evaluate(logger)
-                    next_eval = (n.env_steps // cfg.eval_every + 1) * cfg.eval_every
+                    evals.done(n.env_steps)
                     t_log = time.perf_counter()  # keep evaluation out of charts/sps
-                if (
-                    done
-                    and cfg.checkpoint_every
-                    and n.env_steps - n.last_ckpt >= cfg.checkpoint_every
-                    and n.env_steps < cfg.steps
-                ):
+                if done and not final and checkpoints.due(n.env_steps):
                     n.last_ckpt = n.env_steps
+                    checkpoints.done(n.env_steps)
                     self.save()
                 logger.progress(n.env_steps)
                 if self.stop_requested.is_set() and n.env_steps < cfg.steps:
@@ -790,27 +629,16 @@ class _Trainer:
                 f"refusing to write {RESULT_FILE}: {self.n.env_steps} of {self.cfg.steps} env "
                 f"steps, {self.n.updates} updates"
             )
-        result: dict[str, Any] = {
-            "complete": True,
-            "algo": self.cfg.algo,
-            "label": self.cfg.label or self.cfg.algo,
-            "env": self.cfg.env,
-            "seed": self.cfg.seed,
-            **dataclasses.asdict(self.n),
-        }
+        cfg = self.cfg
+        fields = {"algo": cfg.algo, "label": cfg.label or cfg.algo, "env": cfg.env}
+        fields.update(seed=cfg.seed, **dataclasses.asdict(self.n))
         last = self.last_eval
         csv_path = self.run_dir / "eval.csv"
         if last is None and csv_path.is_file():  # a resumed run that had already finished
             rows = [r.split(",") for r in csv_path.read_text().splitlines()[1:] if r.strip()]
             if rows:
                 last = (int(float(rows[-1][0])), float(rows[-1][1]), float(rows[-1][2]))
-        if last is not None:
-            result["final_eval"] = dict(
-                zip(("step", "return_mean", "return_std"), last, strict=True)
-            )
-        tmp = self.run_dir / (RESULT_FILE + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(self.run_dir / RESULT_FILE)
+        rundir.write_result(self.run_dir, fields, last)
 
     def evaluate(self, logger: RunLogger) -> None:
         if self.cfg.eval_seeds == "fixed":
@@ -900,12 +728,6 @@ def _execute(trainer: _Trainer, start_step: int) -> Path:
     return trainer.run_dir
 
 
-def _write_config(path: Path, config: dict[str, Any]) -> None:
-    tmp = path / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(path / CONFIG_FILE)
-
-
 def failure_advice(run_dir: str | Path, agent_cfg: AgentConfig) -> str:
     """What to change after a non-finite loss: the agent's learning rates and gradient clip
     (as flags of ``revflow train --resume``), or another seed."""
@@ -937,26 +759,16 @@ def train(cfg: TrainConfig, agent_cfg: AgentConfig, run_dir: str | Path | None =
     stopped before its first checkpoint (use :func:`resume`), and one it cannot write
     (:class:`~revflow.checkpoint.CheckpointError`, before any compute).
     """
-    cfg.validate()
     agent_cfg.validate()
     cls = get_agent_class(cfg.algo)
     if not isinstance(agent_cfg, cls.Config):
         raise TypeError(f"algo {cfg.algo!r} needs a {cls.Config.__name__}, got {agent_cfg}")
     path = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
-    if list_checkpoints(path):
-        raise FileExistsError(
-            f"{path} already holds checkpoints; continue it with `revflow train --resume {path}` "
-            "or choose another --run-dir / --seed"
-        )
-    if (path / CONFIG_FILE).is_file():
-        raise FileExistsError(
-            f"{path} holds a run that stopped before its first checkpoint ({CONFIG_FILE} and "
-            f"logs); continue it with `revflow train --resume {path}` (it starts over from "
-            "step 0) or choose another --run-dir / --seed / --label"
-        )
+    hint = f"continue it with `revflow train --resume {path}` (it starts over from step 0)"
+    rundir.require_new(path, cfg.COMMAND, hint)
     probe_writable(path)
     trainer = _Trainer(path, cfg, agent_cfg)
-    _write_config(path, trainer.config_dict)
+    rundir.write_json(path / CONFIG_FILE, trainer.config_dict)
     return _execute(trainer, 0)
 
 
@@ -969,8 +781,6 @@ def apply_changes(
 ) -> tuple[TrainConfig, AgentConfig]:
     """``(cfg, agent_cfg)`` with ``changes`` applied: ``{"agent.<field>" | "<field>": value}``
     (values as text or typed, read by :mod:`revflow.overrides`), validated."""
-    from revflow.overrides import apply_overrides
-
     train_over, agent_over = {}, {}
     for key, value in (changes or {}).items():
         if key.startswith("agent."):
@@ -983,9 +793,8 @@ def apply_changes(
                     "identity or its replay buffer); start a new run instead"
                 )
             train_over[name] = value
-    cfg = apply_overrides(TrainConfig, cfg, train_over, "train")
+    cfg = apply_overrides(TrainConfig, cfg, train_over, "train")  # validated on construction
     agent_cfg = apply_overrides(type(agent_cfg), agent_cfg, agent_over, "agent")
-    cfg.validate()
     agent_cfg.validate()
     return cfg, agent_cfg
 
@@ -1015,7 +824,7 @@ def resume(
     old_config = _config_dict(cfg, agent_cfg)
     new_cfg, new_agent = apply_changes(cfg, agent_cfg, changes)
     trainer_config = _config_dict(new_cfg, new_agent)
-    changed = _diff(
+    changed = rundir.diff(
         {k: old_config[k] for k in ("train", "agent")},
         {k: trainer_config[k] for k in ("train", "agent")},
     )
@@ -1025,8 +834,8 @@ def resume(
 
     def record_changes() -> None:
         if changed:
-            earlier = _config_choices(path)
-            _write_config(path, {**trainer_config, "earlier_configs": earlier})
+            earlier = config_choices(path)
+            rundir.write_json(path / CONFIG_FILE, {**trainer_config, "earlier_configs": earlier})
             say(f"config changed on resume: {'; '.join(changed).replace(' != ', ' -> ')}")
 
     probe_writable(path)

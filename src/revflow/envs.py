@@ -75,7 +75,6 @@ import difflib
 import functools
 import importlib
 import inspect
-import os
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -83,6 +82,8 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from revflow.dmc_suite import import_suite, prepare_gl
 
 __all__ = [
     "ENV_FAMILIES",
@@ -118,37 +119,12 @@ class EnvInfo(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Lazy imports
-# --------------------------------------------------------------------------------------------
-
-
-def _prepare_gl(render: bool) -> None:
-    if render and "MUJOCO_GL" not in os.environ:
-        os.environ["MUJOCO_GL"] = "egl"
-
-
-def _import_dmc_suite() -> Any:
-    try:
-        with warnings.catch_warnings():
-            # With no display, dm_control's GLFW probe warns on import; harmless without render.
-            warnings.filterwarnings("ignore", message=".*DISPLAY.*")
-            warnings.filterwarnings("ignore", module="glfw")
-            from dm_control import suite
-    except ImportError as e:  # pragma: no cover - exercised only without dm_control
-        raise ImportError(
-            "DeepMind Control environments ('dmc:*') need dm_control: pip install dm_control "
-            f"(import failed: {e})"
-        ) from e
-    return suite
-
-
-# --------------------------------------------------------------------------------------------
 # Name parsing and validation (cheap; runs before any environment is constructed)
 # --------------------------------------------------------------------------------------------
 
 
 def _dmc_tasks() -> dict[str, list[str]]:
-    suite = _import_dmc_suite()
+    suite = import_suite()
     tasks: dict[str, list[str]] = {}
     for domain, task in suite.ALL_TASKS:
         tasks.setdefault(domain, []).append(task)
@@ -181,6 +157,12 @@ def _import_module(module: str, name: str) -> Any:
         raise ValueError(f"{name}: cannot import module {module!r} ({e})") from e
 
 
+def _close_gym_ids(env_id: str, prefix: str = "") -> str:
+    """`` Close matches: ...`` among the registered Gymnasium ids ('' if none)."""
+    close = difflib.get_close_matches(env_id, sorted(gym.registry), n=5, cutoff=0.5)
+    return f" Close matches: {', '.join(prefix + c for c in close)}." if close else ""
+
+
 def _parse_gym(rest: str) -> str:
     """The Gymnasium id of ``gym:<Id>`` / ``gym:<module>:<Id>`` (importing ``<module>``)."""
     module, sep, env_id = rest.partition(":")
@@ -191,19 +173,14 @@ def _parse_gym(rest: str) -> str:
             )
         _import_module(module, f"gym:{rest}")
         if env_id not in gym.registry:
-            ids = sorted(gym.registry)
-            close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.5)
-            hint = f" Close matches: {', '.join(close)}." if close else ""
             raise ValueError(
-                f"Unknown Gymnasium id {env_id!r}: importing {module!r} did not register it.{hint}"
+                f"Unknown Gymnasium id {env_id!r}: importing {module!r} did not register it."
+                + _close_gym_ids(env_id)
             )
         return env_id
     if rest not in gym.registry:
-        ids = sorted(gym.registry)
-        close = difflib.get_close_matches(rest, ids, n=5, cutoff=0.5)
-        hint = f" Close matches: {', '.join('gym:' + c for c in close)}." if close else ""
         raise ValueError(
-            f"Unknown Gymnasium id {rest!r}.{hint} Supported ids include: "
+            f"Unknown Gymnasium id {rest!r}.{_close_gym_ids(rest, 'gym:')} Supported ids include: "
             f"{', '.join(_supported_gym_ids())}; a custom env: 'gym:<module>:<Id>'."
         )
     return rest
@@ -323,13 +300,13 @@ def _supported_gym_ids() -> tuple[str, ...]:
 
 
 def _mjx_names() -> list[str]:
-    from revflow import jax_envs
+    from revflow import jax_envs  # imports JAX: only when mjx: names are asked for
 
     return list(jax_envs.available())
 
 
 def _dmc_names() -> list[str]:
-    return sorted(f"{d}-{t}" for d, t in _import_dmc_suite().ALL_TASKS)
+    return sorted(f"{d}-{t}" for d, t in import_suite().ALL_TASKS)
 
 
 def _grouped(names: list[str], sep: str = "-") -> list[str]:
@@ -435,6 +412,11 @@ def _flatten_obs(observation: Any) -> np.ndarray:
     return np.asarray(observation, dtype=np.float32).ravel()
 
 
+def _check_render_mode(render_mode: str | None) -> None:
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+
+
 class DmEnvAdapter(gym.Env):
     """A dm_env-style environment (``dm_env.Environment``: ``reset``, ``step``,
     ``observation_spec``, ``action_spec``) as a :class:`gymnasium.Env`.
@@ -458,8 +440,7 @@ class DmEnvAdapter(gym.Env):
         render_size: tuple[int, int] = (240, 320),
         camera_id: int = 0,
     ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        _check_render_mode(render_mode)
         self._env = env
         self._seed = seed
         self._needs_reset = True
@@ -582,16 +563,14 @@ class DMCEnv(DmEnvAdapter):
         task: str,
         seed: int | None = None,
         render_mode: str | None = None,
-        render_size: tuple[int, int] = (240, 320),
-        camera_id: int = 0,
+        **render: Any,
     ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        _prepare_gl(render_mode is not None)
-        suite = _import_dmc_suite()
-        env = suite.load(domain, task, task_kwargs={"random": seed})
+        """``render``: ``render_size`` and ``camera_id`` of :class:`DmEnvAdapter`."""
+        _check_render_mode(render_mode)  # before the (slow) suite is loaded
+        prepare_gl(render_mode is not None)
+        env = import_suite().load(domain, task, task_kwargs={"random": seed})
         name = f"{DMC_PREFIX}{domain}-{task}"
-        super().__init__(env, name, seed, render_mode, render_size, camera_id)
+        super().__init__(env, name, seed, render_mode, **render)
         self.spec = gym.envs.registration.EnvSpec(
             id=name,
             entry_point="revflow.envs:DMCEnv",
@@ -685,7 +664,7 @@ def _wrap_gymnasium(env: gym.Env, name: str, seed: int | None, hint: str = "") -
 
 
 def _make_gym(env_id: str, seed: int, render: bool, name: str) -> gym.Env:
-    _prepare_gl(render)
+    prepare_gl(render)
     try:
         env = gym.make(env_id, **({"render_mode": "rgb_array"} if render else {}))
     except gym.error.DependencyNotInstalled as e:
@@ -728,7 +707,7 @@ def _make_from_factory(factory: Callable[..., Any], name: str, seed: int, render
         if not ("render_mode" in params or any_kw):
             raise ValueError(f"{name}: cannot render, the factory takes no render_mode argument")
         kwargs["render_mode"] = "rgb_array"
-    _prepare_gl(render)
+    prepare_gl(render)
     try:
         env = factory(**kwargs)
     except Exception as e:
@@ -783,7 +762,7 @@ def make_env(
             f"{name}: num_envs / episode_length are for mjx: environments; use "
             "make_vector_env for several gymnasium environments"
         )
-    _prepare_gl(render)  # before dm_control is first imported (name validation imports it)
+    prepare_gl(render)  # before dm_control is first imported (name validation imports it)
     prefix, parsed = _validate_name(name)
     if prefix == DMC_PREFIX:
         domain, task = parsed
@@ -807,7 +786,7 @@ def make_vector_env(
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    _prepare_gl(render)
+    prepare_gl(render)
     # Validate the name once, up front, so errors surface before any env is built.
     if _split_name(name)[0] == MJX_PREFIX:
         raise ValueError(

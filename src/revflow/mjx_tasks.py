@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from revflow.dmc_suite import import_suite
+
 __all__ = ["TASKS", "MjxTask", "make_task", "tolerance"]
 
 Array = jax.Array
@@ -130,11 +132,9 @@ class MjxTask:
     ):
         import mujoco
 
-        from revflow.envs import _import_dmc_suite
-
         mjx = _mjx()
 
-        xml, assets = getattr(_import_dmc_suite(), domain).get_model_and_assets()
+        xml, assets = getattr(import_suite(), domain).get_model_and_assets()
         self.mj_model = mujoco.MjModel.from_xml_string(xml, assets)
         # The energy diagnostic (cartpole.xml enables it) does not affect the dynamics and
         # MJX does not implement it.

@@ -68,8 +68,8 @@ __all__ = [
     "ReportWarning",
     "Run",
     "discover_runs",
-    "load_run",
     "parse_normalize_refs",
+    "read_run_curve",
     "run_report",
 ]
 
@@ -303,8 +303,10 @@ def _finished(path: Path, notes: list[str]) -> bool:
     return True
 
 
-def load_run(path: str | Path) -> tuple[Run, list[str]]:
-    """One run directory -> (:class:`Run`, notes); :class:`ReportError` names a corrupt file."""
+def read_run_curve(path: str | Path) -> tuple[Run, list[str]]:
+    """One run directory's identity and evaluation curve, read from its files without JAX
+    (not :func:`revflow.rundir.load_run`, which builds its configs) -> (:class:`Run`, notes);
+    :class:`ReportError` names a corrupt file."""
     path = Path(path)
     train = _read_config(path / CONFIG_FILE)
     steps, returns, notes = _read_eval(path / EVAL_FILE)
@@ -413,7 +415,7 @@ def _load_all(paths: Sequence[str], finished_only: bool = False) -> tuple[list[R
     runs: list[Run] = []
     seen: dict[tuple[str, str, int], Path] = {}
     for run_dir in discover_runs(paths):
-        run, run_notes = load_run(run_dir)
+        run, run_notes = read_run_curve(run_dir)
         notes += run_notes
         key = (run.env, run.label, run.seed)
         if key in seen:

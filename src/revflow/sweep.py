@@ -66,16 +66,10 @@ from typing import Any
 import tyro
 import yaml
 
-from revflow.engine import (
-    CONFIG_FILE,
-    TrainConfig,
-    _config_dict,
-    _diff,
-    _sanitize,
-    read_result,
-    run_dir_for,
-)
+from revflow.engine import TrainConfig, _config_dict
+from revflow.loop_config import sanitize
 from revflow.overrides import OverrideError, apply_overrides, split_values
+from revflow.rundir import CONFIG_FILE, diff, read_result, run_dir_for, tuplify
 
 __all__ = [
     "RunSpec",
@@ -189,19 +183,6 @@ def _parse_assignment(text: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _text_value(text: str) -> Any:
-    """A ``--set`` / ``--grid`` value: lists in YAML syntax (``[256, 256]``) are read here,
-    everything else stays text for :func:`revflow.overrides.coerce` to read by the field's
-    type (so ``3e-4``, ``true`` and ``None`` mean what ``revflow train`` takes them for)."""
-    text = text.strip()
-    if text.startswith("["):
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-    return text
-
-
 def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     if args.file is not None:
         given = [
@@ -219,14 +200,14 @@ def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     for g in args.grid:
         key, values = _parse_assignment(g, "--grid")
-        grid[key] = [_text_value(v) for v in split_values(values)]
+        grid[key] = split_values(values)  # text: revflow.overrides reads it by type
     return {
         "run_dir": args.run_dir,
         "preset": args.preset,
         "algos": list(args.algos),
         "envs": list(args.envs),
         "seeds": list(args.seeds),
-        "set": {k: _text_value(v) for k, v in overrides.items()},
+        "set": overrides,
         "grid": grid,
     }
 
@@ -254,7 +235,7 @@ def _label(algo: str, variant: dict[str, Any]) -> str:
         short = key.removeprefix("agent.")
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
         parts.append(f"{short}-{text}")
-    return _sanitize(".".join(parts))
+    return sanitize(".".join(parts))
 
 
 def _as_list(value: Any, key: str, kind: type) -> list[Any]:
@@ -328,17 +309,16 @@ def build_runs(definition: dict[str, Any], check_envs: bool = True) -> list[RunS
     for env in envs:
         for seed in seeds:
             for algo, label, algo_preset, agent_cfg, train_over in arms:
-                cfg = TrainConfig(
-                    algo=algo,
-                    env=env,
-                    seed=seed,
-                    label=None if label == algo else label,
-                    run_dir=str(root),
-                    progress=False,
-                )
-                cfg = _apply(TrainConfig, cfg, train_over, "train")
-                try:
-                    cfg.validate()
+                try:  # validated on construction
+                    cfg = TrainConfig(
+                        algo=algo,
+                        env=env,
+                        seed=seed,
+                        label=None if label == algo else label,
+                        run_dir=str(root),
+                        progress=False,
+                    )
+                    cfg = apply_overrides(TrainConfig, cfg, train_over, "train")
                 except ValueError as err:
                     raise SweepError(f"{label} on {env}: {err}") from err
                 runs.append(
@@ -376,11 +356,10 @@ def _check_envs(envs: Iterable[str]) -> None:
 
 def _configs(spec: RunSpec) -> tuple[TrainConfig, Any]:
     from revflow.agents.registry import get_agent_class
-    from revflow.engine import _tuplify
 
     cfg = TrainConfig(**spec.train)
     cls = get_agent_class(spec.algo).Config
-    return cfg, cls(**{k: _tuplify(v) for k, v in spec.agent.items()})
+    return cfg, cls(**{k: tuplify(v) for k, v in spec.agent.items()})
 
 
 def run_state(spec: RunSpec) -> tuple[str, str]:
@@ -407,7 +386,7 @@ def run_state(spec: RunSpec) -> tuple[str, str]:
     # or copied results folder); env, label and seed, which place it there, are compared.
     theirs["train"].pop("run_dir", None)
     ours["train"].pop("run_dir")
-    diffs = _diff(theirs, ours)
+    diffs = diff(theirs, ours)
     if diffs:
         return "conflict", f"{path} holds another config: " + "; ".join(diffs[:4])
     if result is not None and result.get("complete"):
