@@ -105,6 +105,7 @@ def _methods() -> dict[str, MethodSpec]:
 
 METHODS: dict[str, MethodSpec] = _methods()
 PROPOSALS: tuple[str, ...] = ("model", "broad")
+REFERENCES: tuple[str, ...] = ("none", "batch")
 DIFFUSION_SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
 
 
@@ -129,6 +130,15 @@ class TrainConfig:
     exponential moving average of the parameters (decay ``ema``; 0 = the online parameters).
     ``scale``: the model works in y = x / scale (the density of y is p(scale y), up to a
     constant) and its samples are multiplied back; 1 = the target's own coordinates.
+
+    ``reference``: where the K reverse samples of a noisy point come from. ``"none"``: the
+    reverse kernel N(x_t/alpha_t, (beta_t/alpha_t)^2 I) alone (method note §3). ``"batch"``:
+    the kernel times a Gaussian N(m, sd^2) with the per-dimension mean and std of the batch's
+    endpoints x1 (the proposal's draws), the std widened by ``reference_widen``, the weights
+    corrected by it (:func:`revflow.estimators.reverse_samples`). Where x_t is mostly noise
+    (small t) the kernel's draws spread as 1/t and in 10-D their weights degenerate (ESS 1):
+    the estimate then follows whichever component has the heaviest tail and rfm collapses
+    onto it (docs/sampling_10d); the reference keeps the draws where the density is.
     """
 
     steps: int = 2000
@@ -136,6 +146,8 @@ class TrainConfig:
     num_reverse_samples: int = 64  # K, the posterior-estimation budget per noisy point
     proposal: str = "model"
     broad_std: float = 3.0
+    reference: str = "none"
+    reference_widen: float = 1.5
     t_min: float = 0.01
     t_max: float = 0.99
     lr: float = 3e-3
@@ -169,6 +181,14 @@ class TrainConfig:
                 f"unknown proposal {self.proposal!r}; available: {', '.join(PROPOSALS)}",
             ),
             (self.broad_std > 0, f"broad_std must be > 0, got {self.broad_std}"),
+            (
+                self.reference in REFERENCES,
+                f"unknown reference {self.reference!r}; available: {', '.join(REFERENCES)}",
+            ),
+            (
+                self.reference_widen > 0 and math.isfinite(self.reference_widen),
+                f"reference_widen must be > 0, got {self.reference_widen}",
+            ),
             (
                 0.0 < self.t_min < self.t_max < 1.0,
                 f"need 0 < t_min < t_max < 1, got t_min={self.t_min}, t_max={self.t_max}",

@@ -8,8 +8,11 @@ jitted step, method note §6 steps 3-5 without the critic):
 2. t ~ U[t_min, t_max] per row, x0 ~ N(0, I), x_t = alpha_t x1 + beta_t x0 (method note §2);
 3. mu1 = E[x1 | x_t] estimated with K reverse samples by
    :func:`revflow.estimators.estimate_posterior_mean_batch` under the method's control variate
-   (method note §4); for a method with ``max_score_norm`` the score (alpha_t mu1 - x_t) /
-   beta_t^2 that mu1 implies is clipped to that norm (iDEM; :func:`clipped_target`);
+   (method note §4), drawn from the reverse kernel alone (``reference="none"``) or from the
+   kernel times a Gaussian fitted to the batch's endpoints x1 (``reference="batch"``; see
+   :class:`TrainConfig` and :func:`revflow.estimators.reverse_samples`); for a method with
+   ``max_score_norm`` the score (alpha_t mu1 - x_t) / beta_t^2 that mu1 implies is clipped to
+   that norm (iDEM; :func:`clipped_target`);
 4. an Adam step (gradient-norm clipped, warm-up + cosine learning rate) on
    ||net(t, x_t) - target(mu1)||^2, where the target is the velocity (flow) or
    eps = E[x0 | x_t] (diffusion) of mu1 (method note §2). An update whose loss or gradient
@@ -43,6 +46,9 @@ from revflow.sampling.methods import IDEM_SIGMA_MAX, IDEM_SIGMA_MIN, MethodSpec,
 
 Array = jax.Array
 LogDensity = Callable[[Array], Array]
+#: Floor of the batch reference's std (model coordinates), so that a model collapsed along a
+#: dimension still proposes a spread there.
+REFERENCE_MIN_STD = 0.1
 
 
 def make_path(method: MethodSpec) -> Path:
@@ -169,8 +175,8 @@ def clipped_target(
 
 def noisy_points(
     key: Array, model: Model, params: Any, cfg: TrainConfig, x1: Array | None = None
-) -> tuple[Array, Array]:
-    """(t, x_t) for one batch: x1 from the proposal (or the given x1), x_t = alpha_t x1 +
+) -> tuple[Array, Array, Array]:
+    """(t, x_t, x1) for one batch: x1 from the proposal (or the given x1), x_t = alpha_t x1 +
     beta_t x0."""
     k_x1, k_t, k_x0 = jax.random.split(key, 3)
     if x1 is not None:
@@ -182,7 +188,18 @@ def noisy_points(
     t = jax.random.uniform(k_t, (cfg.batch,), minval=cfg.t_min, maxval=cfg.t_max)
     x0 = jax.random.normal(k_x0, (cfg.batch, model.dim))
     a, b = model.path.alpha(t)[:, None], model.path.beta(t)[:, None]
-    return t, a * x1 + b * x0
+    return t, a * x1 + b * x0, x1
+
+
+def batch_reference(x1: Array, cfg: TrainConfig) -> tuple[Array, Array] | None:
+    """The Gaussian reference of the reverse samples (``cfg.reference``): None for "none";
+    for "batch" the batch endpoints' per-dimension mean and std, the std floored at
+    REFERENCE_MIN_STD and widened by ``cfg.reference_widen`` (not differentiated)."""
+    if cfg.reference == "none":
+        return None
+    x1 = jax.lax.stop_gradient(x1)
+    sd = jnp.maximum(jnp.std(x1, axis=0), REFERENCE_MIN_STD)
+    return jnp.mean(x1, axis=0), cfg.reference_widen * sd
 
 
 def update_step(
@@ -202,10 +219,10 @@ def update_step(
         if exact_pool is None:
             raise ValueError(f"method {method.name!r} needs exact samples of the target")
         x1 = exact_pool[jax.random.randint(k_est, (cfg.batch,), 0, exact_pool.shape[0])]
-        t, x_t = noisy_points(k_pts, model, state.params, cfg, x1=x1)
+        t, x_t, _ = noisy_points(k_pts, model, state.params, cfg, x1=x1)
         mu1, ess = x1, jnp.asarray(float(cfg.num_reverse_samples))
     else:
-        t, x_t = noisy_points(k_pts, model, state.params, cfg)
+        t, x_t, x1 = noisy_points(k_pts, model, state.params, cfg)
         est = estimate_posterior_mean_batch(
             k_est,
             log_density,
@@ -214,6 +231,7 @@ def update_step(
             model.path,
             cfg.num_reverse_samples,
             method.control_variate,
+            reference=batch_reference(x1, cfg),
         )
         mu1, ess = est.x1, jnp.mean(est.ess)
     if method.max_score_norm is None:
