@@ -272,6 +272,10 @@ def test_cli_sample_writes_samples_corner_plot_and_sampler(density_module, capsy
         (["--target", "my_density:vector", "--dim", "2"], "must return a scalar"),
         (["--target", "my_density:banana", "--dim", "2", "--method", "x"], "unknown method"),
         (["--target", "my_density:banana", "--dim", "2", "--lr", "0"], "lr must be > 0"),
+        (
+            ["--target", "my_density:banana", "--dim", "2", "--reference", "kernel"],
+            "unknown reference 'kernel'",
+        ),
     ],
 )
 def test_cli_sample_bad_input_one_error_line_exit_2(density_module, capsys, extra, match):
