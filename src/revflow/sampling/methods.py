@@ -105,7 +105,7 @@ def _methods() -> dict[str, MethodSpec]:
 
 METHODS: dict[str, MethodSpec] = _methods()
 PROPOSALS: tuple[str, ...] = ("model", "broad")
-REFERENCES: tuple[str, ...] = ("none", "batch")
+REFERENCES: tuple[str, ...] = ("none", "adaptive")
 DIFFUSION_SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
 
 
@@ -132,13 +132,14 @@ class TrainConfig:
     constant) and its samples are multiplied back; 1 = the target's own coordinates.
 
     ``reference``: where the K reverse samples of a noisy point come from. ``"none"``: the
-    reverse kernel N(x_t/alpha_t, (beta_t/alpha_t)^2 I) alone (method note §3). ``"batch"``:
-    the kernel times a Gaussian N(m, sd^2) with the per-dimension mean and std of the batch's
-    endpoints x1 (the proposal's draws), the std widened by ``reference_widen``, the weights
-    corrected by it (:func:`revflow.estimators.reverse_samples`). Where x_t is mostly noise
-    (small t) the kernel's draws spread as 1/t and in 10-D their weights degenerate (ESS 1):
-    the estimate then follows whichever component has the heaviest tail and rfm collapses
-    onto it (docs/sampling_10d); the reference keeps the draws where the density is.
+    reverse kernel N(x_t/alpha_t, (beta_t/alpha_t)^2 I) alone (method note §3).
+    ``"adaptive"``: the kernel times a Gaussian N(m, (reference_widen sd)^2) fitted to the
+    density by adaptive importance sampling (``reference_samples`` draws per update, moments
+    averaged with ``reference_decay``, started at N(0, broad_std^2 I);
+    :mod:`revflow.sampling.reference`), the weights corrected for it. Where x_t is mostly
+    noise (small t) the kernel's draws spread as 1/t and in 10-D their weights degenerate
+    (ESS 1): the estimate follows the component with the heaviest tail and rfm collapses onto
+    it (docs/sampling_10d); the reference keeps the draws where the density is.
     """
 
     steps: int = 2000
@@ -148,6 +149,8 @@ class TrainConfig:
     broad_std: float = 3.0
     reference: str = "none"
     reference_widen: float = 1.5
+    reference_decay: float = 0.9
+    reference_samples: int = 1024
     t_min: float = 0.01
     t_max: float = 0.99
     lr: float = 3e-3
@@ -188,6 +191,14 @@ class TrainConfig:
             (
                 self.reference_widen > 0 and math.isfinite(self.reference_widen),
                 f"reference_widen must be > 0, got {self.reference_widen}",
+            ),
+            (
+                0.0 <= self.reference_decay < 1.0,
+                f"reference_decay must lie in [0, 1), got {self.reference_decay}",
+            ),
+            (
+                self.reference_samples >= 1,
+                f"reference_samples must be >= 1, got {self.reference_samples}",
             ),
             (
                 0.0 < self.t_min < self.t_max < 1.0,

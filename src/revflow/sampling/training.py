@@ -9,8 +9,8 @@ jitted step, method note §6 steps 3-5 without the critic):
 3. mu1 = E[x1 | x_t] estimated with K reverse samples by
    :func:`revflow.estimators.estimate_posterior_mean_batch` under the method's control variate
    (method note §4), drawn from the reverse kernel alone (``reference="none"``) or from the
-   kernel times a Gaussian fitted to the batch's endpoints x1 (``reference="batch"``; see
-   :class:`TrainConfig` and :func:`revflow.estimators.reverse_samples`); for a method with
+   kernel times an adaptive Gaussian reference of the target, updated first
+   (``reference="adaptive"``: :mod:`revflow.sampling.reference`); for a method with
    ``max_score_norm`` the score (alpha_t mu1 - x_t) / beta_t^2 that mu1 implies is clipped to
    that norm (iDEM; :func:`clipped_target`);
 4. an Adam step (gradient-norm clipped, warm-up + cosine learning rate) on
@@ -43,12 +43,10 @@ from revflow.networks import DenoiserNet, VelocityNet
 from revflow.paths import VE, Linear, Path, VPCosine, convert, x1_to_eps
 from revflow.samplers import ddim_sample, ddpm_sample, flow_ode_sample
 from revflow.sampling.methods import IDEM_SIGMA_MAX, IDEM_SIGMA_MIN, MethodSpec, TrainConfig
+from revflow.sampling.reference import adapt_reference
 
 Array = jax.Array
 LogDensity = Callable[[Array], Array]
-#: Floor of the batch reference's std (model coordinates), so that a model collapsed along a
-#: dimension still proposes a spread there.
-REFERENCE_MIN_STD = 0.1
 
 
 def make_path(method: MethodSpec) -> Path:
@@ -127,6 +125,8 @@ class TrainState:
     step: Array
     ema_params: Any
     skipped: Array  # updates skipped for a non-finite loss or gradient
+    ref_mean: Array  # the adaptive reference N(ref_mean, ref_std^2) (sampling.reference)
+    ref_std: Array
 
 
 def learning_rate(cfg: TrainConfig) -> optax.Schedule:
@@ -149,7 +149,11 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 def init_state(key: Array, model: Model, cfg: TrainConfig) -> TrainState:
     params = model.init(key)
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(params, make_optimizer(cfg).init(params), zero, params, zero)
+    ref_mean = jnp.zeros((model.dim,))
+    ref_std = jnp.full((model.dim,), cfg.broad_std)
+    return TrainState(
+        params, make_optimizer(cfg).init(params), zero, params, zero, ref_mean, ref_std
+    )
 
 
 def clipped_target(
@@ -175,8 +179,8 @@ def clipped_target(
 
 def noisy_points(
     key: Array, model: Model, params: Any, cfg: TrainConfig, x1: Array | None = None
-) -> tuple[Array, Array, Array]:
-    """(t, x_t, x1) for one batch: x1 from the proposal (or the given x1), x_t = alpha_t x1 +
+) -> tuple[Array, Array]:
+    """(t, x_t) for one batch: x1 from the proposal (or the given x1), x_t = alpha_t x1 +
     beta_t x0."""
     k_x1, k_t, k_x0 = jax.random.split(key, 3)
     if x1 is not None:
@@ -188,18 +192,7 @@ def noisy_points(
     t = jax.random.uniform(k_t, (cfg.batch,), minval=cfg.t_min, maxval=cfg.t_max)
     x0 = jax.random.normal(k_x0, (cfg.batch, model.dim))
     a, b = model.path.alpha(t)[:, None], model.path.beta(t)[:, None]
-    return t, a * x1 + b * x0, x1
-
-
-def batch_reference(x1: Array, cfg: TrainConfig) -> tuple[Array, Array] | None:
-    """The Gaussian reference of the reverse samples (``cfg.reference``): None for "none";
-    for "batch" the batch endpoints' per-dimension mean and std, the std floored at
-    REFERENCE_MIN_STD and widened by ``cfg.reference_widen`` (not differentiated)."""
-    if cfg.reference == "none":
-        return None
-    x1 = jax.lax.stop_gradient(x1)
-    sd = jnp.maximum(jnp.std(x1, axis=0), REFERENCE_MIN_STD)
-    return jnp.mean(x1, axis=0), cfg.reference_widen * sd
+    return t, a * x1 + b * x0
 
 
 def update_step(
@@ -214,15 +207,28 @@ def update_step(
     """One update (module docstring, steps 1-4). Pure; jit it with static model/density.
     ``log_density`` is in the model's coordinates. An ``oracle`` method regresses on exact
     samples x1 drawn uniformly from ``exact_pool`` instead."""
-    k_pts, k_est = jax.random.split(key)
+    k_pts, k_est, k_ref = jax.random.split(key, 3)
+    ref_mean, ref_std, ref_ess = state.ref_mean, state.ref_std, jnp.asarray(0.0)
     if method.oracle:
         if exact_pool is None:
             raise ValueError(f"method {method.name!r} needs exact samples of the target")
         x1 = exact_pool[jax.random.randint(k_est, (cfg.batch,), 0, exact_pool.shape[0])]
-        t, x_t, _ = noisy_points(k_pts, model, state.params, cfg, x1=x1)
+        t, x_t = noisy_points(k_pts, model, state.params, cfg, x1=x1)
         mu1, ess = x1, jnp.asarray(float(cfg.num_reverse_samples))
     else:
-        t, x_t, x1 = noisy_points(k_pts, model, state.params, cfg)
+        reference = None
+        if cfg.reference == "adaptive":
+            ref_mean, ref_std, ref_ess = adapt_reference(
+                k_ref,
+                log_density,
+                ref_mean,
+                ref_std,
+                cfg.reference_samples,
+                cfg.reference_widen,
+                cfg.reference_decay,
+            )
+            reference = (ref_mean, ref_std)
+        t, x_t = noisy_points(k_pts, model, state.params, cfg)
         est = estimate_posterior_mean_batch(
             k_est,
             log_density,
@@ -231,7 +237,7 @@ def update_step(
             model.path,
             cfg.num_reverse_samples,
             method.control_variate,
-            reference=batch_reference(x1, cfg),
+            reference=reference,
         )
         mu1, ess = est.x1, jnp.mean(est.ess)
     if method.max_score_norm is None:
@@ -260,8 +266,10 @@ def update_step(
         state.step + 1,
         ema_params,
         state.skipped + (~finite).astype(jnp.int32),
+        ref_mean,
+        ref_std,
     )
-    return new_state, {"loss": loss, "ess": ess}
+    return new_state, {"loss": loss, "ess": ess, "reference_ess": ref_ess}
 
 
 def make_train_chunk(
