@@ -42,6 +42,19 @@ def mixture_summary(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return w, mu, sd
 
 
+def exact_posterior_mean(x_t: np.ndarray, t: float) -> np.ndarray:
+    """E[x1 | x_t] of the mixture under the linear path, rows of x_t (n, D)."""
+    r2 = ((1 - t) / t) ** 2
+    y = x_t / t
+    var = STDS[None] ** 2 + r2
+    logw = np.log(WEIGHTS) - 0.5 * (((y[:, None] - MEANS[None]) ** 2) / var + np.log(var)).sum(-1)
+    post = np.exp(logw - logw.max(1, keepdims=True))
+    post /= post.sum(1, keepdims=True)
+    v = 1.0 / (1.0 / STDS**2 + 1.0 / r2)
+    comp = v[None] * (MEANS[None] / STDS[None] ** 2 + y[:, None] / r2)
+    return np.einsum("nc,ncd->nd", post, comp)
+
+
 def _exact(key, n):
     k1, k2 = jax.random.split(key)
     comp = jax.random.choice(k1, 3, (n,), p=jnp.asarray(WEIGHTS))
@@ -382,3 +395,33 @@ def test_reference_options_are_validated():
         sampling.TrainConfig(reference="kernel").validate()
     with pytest.raises(ValueError, match="reference_decay must lie in"):
         sampling.TrainConfig(reference_decay=1.0).validate()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_removes_the_small_t_bias_that_collapses_rfm_in_10d(seed):
+    """The collapse's mechanism, without training: at t = 0.05 on the 10-D mixture, x_t from
+    its marginal, the average of the estimates of E[x1 | x_t] must match that of the exact
+    posterior means (about E[x1], tower property). Under the moment-matched Gaussian
+    reference it does (K = 128); with the reverse kernel alone the ESS is ~1 and the average
+    is pulled toward the widest component by > 1."""
+    from revflow.estimators import estimate_posterior_mean_batch
+
+    n, t, K = 256, 0.05, 128
+    x1 = _exact(jax.random.key(seed), n)
+    x_t = t * x1 + (1 - t) * jax.random.normal(jax.random.key(seed + 10), (n, D))
+    mean = WEIGHTS @ MEANS
+    std = np.sqrt(WEIGHTS @ (STDS**2 + MEANS**2) - mean**2)
+    key = jax.random.key(seed + 20)
+
+    def average(reference):
+        est = estimate_posterior_mean_batch(
+            key, mixture_log_density, x_t, t, Linear(), K, "optimal", reference=reference
+        )
+        return np.asarray(est.x1).mean(0), float(np.mean(est.ess))
+
+    exact = exact_posterior_mean(np.asarray(x_t, np.float64), t).mean(0)
+    avg, ess = average((jnp.asarray(mean), jnp.asarray(std)))
+    assert ess > 10.0
+    np.testing.assert_allclose(avg, exact, atol=0.4)  # measured 0.21-0.25 (seeds 0-2)
+    plain, plain_ess = average(None)
+    assert plain_ess < 1.5 and np.abs(plain - exact).max() > 1.0  # measured 2.0-2.6
