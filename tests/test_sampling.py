@@ -13,6 +13,7 @@ from revflow import sampling
 from revflow.estimators import CONTROL_VARIATES
 from revflow.losses import regression_target
 from revflow.paths import VE, Linear, VPCosine
+from revflow.sampling.methods import resolve_reference
 from revflow.sampling.training import clipped_target, learning_rate
 
 # A 10-D Gaussian mixture with known weights, means and (diagonal) covariances.
@@ -391,10 +392,18 @@ def test_adaptive_reference_finds_the_moments_of_a_gaussian_and_of_the_10d_mixtu
 
 
 def test_reference_options_are_validated():
-    with pytest.raises(ValueError, match="unknown reference 'kernel'; available: none, adaptive"):
+    with pytest.raises(
+        ValueError, match="unknown reference 'kernel'; available: auto, none, adaptive"
+    ):
         sampling.TrainConfig(reference="kernel").validate()
     with pytest.raises(ValueError, match="reference_decay must lie in"):
         sampling.TrainConfig(reference_decay=1.0).validate()
+    auto, methods = sampling.TrainConfig(), sampling.METHODS
+    assert auto.reference == "auto"
+    assert resolve_reference(auto, methods["rfm"]) == "adaptive"
+    assert resolve_reference(auto, methods["qne"]) == resolve_reference(auto, methods["idem"])
+    assert resolve_reference(auto, methods["idem"]) == "none"
+    assert resolve_reference(sampling.TrainConfig(reference="none"), methods["rfm"]) == "none"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

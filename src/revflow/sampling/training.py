@@ -10,7 +10,8 @@ jitted step, method note §6 steps 3-5 without the critic):
    :func:`revflow.estimators.estimate_posterior_mean_batch` under the method's control variate
    (method note §4), drawn from the reverse kernel alone (``reference="none"``) or from the
    kernel times an adaptive Gaussian reference of the target, updated first
-   (``reference="adaptive"``: :mod:`revflow.sampling.reference`); for a method with
+   (``reference="adaptive"``: :mod:`revflow.sampling.reference`; the default ``"auto"``:
+   adaptive for the rfm family, none for qne and idem); for a method with
    ``max_score_norm`` the score (alpha_t mu1 - x_t) / beta_t^2 that mu1 implies is clipped to
    that norm (iDEM; :func:`clipped_target`);
 4. an Adam step (gradient-norm clipped, warm-up + cosine learning rate) on
@@ -42,7 +43,13 @@ from revflow.losses import regression_loss, regression_target
 from revflow.networks import DenoiserNet, VelocityNet
 from revflow.paths import VE, Linear, Path, VPCosine, convert, x1_to_eps
 from revflow.samplers import ddim_sample, ddpm_sample, flow_ode_sample
-from revflow.sampling.methods import IDEM_SIGMA_MAX, IDEM_SIGMA_MIN, MethodSpec, TrainConfig
+from revflow.sampling.methods import (
+    IDEM_SIGMA_MAX,
+    IDEM_SIGMA_MIN,
+    MethodSpec,
+    TrainConfig,
+    resolve_reference,
+)
 from revflow.sampling.reference import adapt_reference
 
 Array = jax.Array
@@ -217,7 +224,7 @@ def update_step(
         mu1, ess = x1, jnp.asarray(float(cfg.num_reverse_samples))
     else:
         reference = None
-        if cfg.reference == "adaptive":
+        if resolve_reference(cfg, method) == "adaptive":
             ref_mean, ref_std, ref_ess = adapt_reference(
                 k_ref,
                 log_density,
