@@ -55,8 +55,8 @@ class SampleArgs:
     scale: float = 1.0
     """the model works in x / scale (about [-1, 1] suits the idem method)"""
     reference: str = TrainConfig.reference
-    """reverse samples from the kernel alone (none) or times a Gaussian fitted to the batch
-    (batch; needed in higher dimension, see revflow.sampling.TrainConfig)"""
+    """reverse samples from the kernel alone (none) or times an adaptive Gaussian reference
+    of the density (adaptive; needed in 10-D); auto: adaptive except for qne and idem"""
     progress: bool = True
 
 

@@ -71,8 +71,9 @@ class ToyArgs:
     proposal: str = _DEFAULT.proposal
     """where the noisy points' x1 come from: model (own samples) | broad (N(0, 3^2 I))"""
     reference: str = _DEFAULT.reference
-    """where the reverse samples come from: none (the reverse kernel) | batch (the kernel
-    times a Gaussian fitted to the batch's x1; revflow.sampling.TrainConfig)"""
+    """where the reverse samples come from: none (the reverse kernel) | adaptive (the kernel
+    times an adaptive Gaussian reference of the target) | auto (adaptive except for qne and
+    idem; revflow.sampling.TrainConfig)"""
     seed: int = 0
     out: str = "out/toy"
     """output directory for results.json, results.md and samples.png"""
