@@ -214,7 +214,8 @@ def update_step(
     """One update (module docstring, steps 1-4). Pure; jit it with static model/density.
     ``log_density`` is in the model's coordinates. An ``oracle`` method regresses on exact
     samples x1 drawn uniformly from ``exact_pool`` instead."""
-    k_pts, k_est, k_ref = jax.random.split(key, 3)
+    k_pts, k_est = jax.random.split(key)
+    k_ref = jax.random.fold_in(key, 1)  # a separate stream: runs without it stay as before
     ref_mean, ref_std, ref_ess = state.ref_mean, state.ref_std, jnp.asarray(0.0)
     if method.oracle:
         if exact_pool is None:
