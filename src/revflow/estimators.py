@@ -45,6 +45,8 @@ from revflow.paths import Path
 
 Array = jax.Array
 LogTarget = Callable[..., Array]
+#: A Gaussian reference (mean, std) for the reverse samples, see :func:`reverse_samples`.
+Reference = tuple[Any, Any]
 
 CONTROL_VARIATES: tuple[str, ...] = (
     "none",
@@ -199,6 +201,47 @@ def _shrinkage(w: Array, dx: Array, ds: Array, cov: Array, var: Array) -> Array:
     return jnp.clip(1.0 - SHRINK_T2 / jnp.maximum(t2, jnp.finfo(w.dtype).tiny), 0.0, 1.0)
 
 
+def reverse_samples(
+    key: Array,
+    x_t: Array,
+    t: Array,
+    path: Path,
+    num_samples: int,
+    reference: Reference | None = None,
+) -> tuple[Array, Array, Array]:
+    """K reverse samples x1_i of one noisy point and the log-weight correction they need.
+
+    Without a reference: x1_i = (x_t - beta_t x0_i) / alpha_t, x0_i ~ N(0, I), i.e. draws of
+    the reverse kernel N(x_t/alpha_t, r^2 I), r = beta_t/alpha_t, whose SNIS weights are
+    p1(x1_i) (correction 0). With a Gaussian ``reference = (m, sd)`` (m, sd broadcastable to
+    (D,), sd > 0): draws of the kernel times N(m, diag sd^2), the Gaussian with per-dimension
+    variance v = 1/(1/r^2 + 1/sd^2) and mean v (x_t/(alpha_t r^2) + m/sd^2); their weights
+    are p1(x1_i) / N(x1_i; m, sd^2), correction +|(x1_i - m)/sd|^2 / 2 (up to a constant).
+    The posterior q(x1 | x_t) (module docstring) is the same either way; as t -> 0 the
+    kernel's draws spread as 1/t while the reference's stay on N(m, sd^2), so a reference
+    covering p1 keeps the ESS away from 1 where x_t carries little information. The
+    Langevin-Stein control variate uses the posterior score either way; the "gradient"
+    coefficient (beta_t/alpha_t)^2 is Tweedie's identity only without a reference.
+
+    Returns:
+        x1 and the matching noises x0 = (x_t - alpha_t x1) / beta_t, both (K, D), and the
+        log-weight correction, shape (K,).
+    """
+    dtype = x_t.dtype
+    alpha = jnp.maximum(path.alpha(t), _TINY).astype(dtype)
+    beta = jnp.maximum(path.beta(t), _TINY).astype(dtype)
+    noise = jax.random.normal(key, (num_samples, x_t.shape[-1]), dtype)
+    if reference is None:
+        x1 = (x_t[None, :] - beta * noise) / alpha
+        return x1, noise, jnp.zeros((num_samples,), dtype)
+    m, sd = (jnp.asarray(a, dtype) for a in reference)
+    r2 = (beta / alpha) ** 2
+    v = 1.0 / (1.0 / r2 + 1.0 / sd**2)
+    x1 = v * (x_t / (alpha * r2) + m / sd**2) + jnp.sqrt(v) * noise
+    x0 = (x_t[None, :] - alpha * x1) / beta
+    return x1, x0, 0.5 * jnp.sum(((x1 - m) / sd) ** 2, axis=-1)
+
+
 def _estimate(
     key: Array,
     log_target: LogTarget,
@@ -211,6 +254,7 @@ def _estimate(
     clip: float,
     latent_tanh: bool,
     cond: Any,
+    reference: Reference | None = None,
 ) -> PosteriorEstimate:
     dtype = x_t.dtype
     alpha = jnp.maximum(path.alpha(t), _TINY).astype(dtype)
@@ -218,10 +262,9 @@ def _estimate(
     target = latent_log_target(log_target) if latent_tanh else log_target
     args = () if cond is None else (cond,)
 
-    x0 = jax.random.normal(key, (num_samples, x_t.shape[-1]), dtype)
-    x1 = (x_t[None, :] - beta * x0) / alpha
+    x1, x0, log_correction = reverse_samples(key, x_t, t, path, num_samples, reference)
     logp, grad = jax.vmap(jax.value_and_grad(lambda x: target(x, *args)))(x1)
-    w = snis_weights(logp)
+    w = snis_weights(logp + log_correction)
     # A zero-weight sample may have a non-finite gradient (e.g. log p1 = -inf there); it
     # must not poison the weighted sums through 0 * inf.
     grad = jnp.where(jnp.isfinite(grad) & (w[:, None] > 0), grad, 0.0)
@@ -247,6 +290,7 @@ def estimate_posterior_mean(
     ridge: float = 1e-4,
     clip: float = 2.0,
     latent_tanh: bool = False,
+    reference: Reference | None = None,
 ) -> PosteriorEstimate:
     """Estimate mu1 = E[x1 | x_t] for ONE noisy point (method note §3-4).
 
@@ -268,6 +312,9 @@ def estimate_posterior_mean(
         clip: c* is clipped to [-clip, clip] (optimal variants only).
         latent_tanh: x_t and the result live in the tanh latent; log_target receives tanh(x1)
             and the Jacobian sum log sech^2 is added (method note §5).
+        reference: optional Gaussian (mean, std), each broadcastable to (D,), that the
+            reverse samples are drawn under (:func:`reverse_samples`); None = the reverse
+            kernel alone (method note §3).
 
     Returns:
         PosteriorEstimate with x1, x0 of shape (D,), scalar ess, coefficient and variance (D,).
@@ -277,7 +324,7 @@ def estimate_posterior_mean(
     if jnp.ndim(t) != 0:
         raise ValueError(f"t must be a scalar, got shape {jnp.shape(t)}")
     _check_t_range(t)
-    args = (num_samples, control_variate, ridge, clip, latent_tanh, None)
+    args = (num_samples, control_variate, ridge, clip, latent_tanh, None, reference)
     return _estimate(key, log_target, x_t, t, path, *args)
 
 
@@ -293,6 +340,7 @@ def estimate_posterior_mean_batch(
     clip: float = 2.0,
     latent_tanh: bool = False,
     cond: Any = None,
+    reference: Reference | None = None,
 ) -> PosteriorEstimate:
     """Batched :func:`estimate_posterior_mean` over B noisy points.
 
@@ -302,6 +350,8 @@ def estimate_posterior_mean_batch(
         cond: optional pytree with leading dimension B (for RL: the states). When given,
             ``log_target(x1, cond_row)`` is called with the row's slice; otherwise
             ``log_target(x1)``.
+        reference: optional Gaussian (mean, std) shared by all rows (see
+            :func:`estimate_posterior_mean`).
         Other arguments as in :func:`estimate_posterior_mean`; each row gets its own key.
 
     Returns:
@@ -324,7 +374,18 @@ def estimate_posterior_mean_batch(
 
     def one(k: Array, x: Array, tt: Array, c: Any) -> PosteriorEstimate:
         return _estimate(
-            k, log_target, x, tt, path, num_samples, control_variate, ridge, clip, latent_tanh, c
+            k,
+            log_target,
+            x,
+            tt,
+            path,
+            num_samples,
+            control_variate,
+            ridge,
+            clip,
+            latent_tanh,
+            c,
+            reference,
         )
 
     return jax.vmap(one, in_axes=(0, 0, 0, None if cond is None else 0))(keys, x_t, t, cond)

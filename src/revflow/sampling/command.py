@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from revflow.sampling.api import check_log_density, fit, make_config
-from revflow.sampling.methods import METHODS, get_method
+from revflow.sampling.methods import METHODS, TrainConfig, get_method
 
 MAX_CORNER_DIMS = 6
 
@@ -54,6 +54,9 @@ class SampleArgs:
     """K: reverse samples per noisy point"""
     scale: float = 1.0
     """the model works in x / scale (about [-1, 1] suits the idem method)"""
+    reference: str = TrainConfig.reference
+    """reverse samples from the kernel alone (none) or times an adaptive Gaussian reference
+    of the density (adaptive; needed in 10-D); auto: adaptive except for qne and idem"""
     progress: bool = True
 
 
@@ -128,7 +131,7 @@ def validate(args: SampleArgs) -> Callable[[Any], Any]:
             f"give; use one of {', '.join(m for m in METHODS if not METHODS[m].oracle)}"
         )
     options = dict(lr=args.lr, hidden=args.hidden, num_reverse_samples=args.num_reverse_samples)
-    make_config(args.steps, {**options, "scale": args.scale})
+    make_config(args.steps, {**options, "scale": args.scale, "reference": args.reference})
     fn = load_target(args.target)
     check_log_density(fn, args.dim, args.scale)
     return fn
@@ -151,6 +154,7 @@ def run_sample(args: SampleArgs) -> dict[str, Any]:
         hidden=args.hidden,
         num_reverse_samples=args.num_reverse_samples,
         scale=args.scale,
+        reference=args.reference,
     )
     x = np.asarray(sampler.sample(k_sample, args.num_samples))
     np.save(out / "samples.npy", x)

@@ -8,8 +8,12 @@ jitted step, method note §6 steps 3-5 without the critic):
 2. t ~ U[t_min, t_max] per row, x0 ~ N(0, I), x_t = alpha_t x1 + beta_t x0 (method note §2);
 3. mu1 = E[x1 | x_t] estimated with K reverse samples by
    :func:`revflow.estimators.estimate_posterior_mean_batch` under the method's control variate
-   (method note §4); for a method with ``max_score_norm`` the score (alpha_t mu1 - x_t) /
-   beta_t^2 that mu1 implies is clipped to that norm (iDEM; :func:`clipped_target`);
+   (method note §4), drawn from the reverse kernel alone (``reference="none"``) or from the
+   kernel times an adaptive Gaussian reference of the target, updated first
+   (``reference="adaptive"``: :mod:`revflow.sampling.reference`; the default ``"auto"``:
+   adaptive for the rfm family, none for qne and idem); for a method with
+   ``max_score_norm`` the score (alpha_t mu1 - x_t) / beta_t^2 that mu1 implies is clipped to
+   that norm (iDEM; :func:`clipped_target`);
 4. an Adam step (gradient-norm clipped, warm-up + cosine learning rate) on
    ||net(t, x_t) - target(mu1)||^2, where the target is the velocity (flow) or
    eps = E[x0 | x_t] (diffusion) of mu1 (method note §2). An update whose loss or gradient
@@ -39,7 +43,14 @@ from revflow.losses import regression_loss, regression_target
 from revflow.networks import DenoiserNet, VelocityNet
 from revflow.paths import VE, Linear, Path, VPCosine, convert, x1_to_eps
 from revflow.samplers import ddim_sample, ddpm_sample, flow_ode_sample
-from revflow.sampling.methods import IDEM_SIGMA_MAX, IDEM_SIGMA_MIN, MethodSpec, TrainConfig
+from revflow.sampling.methods import (
+    IDEM_SIGMA_MAX,
+    IDEM_SIGMA_MIN,
+    MethodSpec,
+    TrainConfig,
+    resolve_reference,
+)
+from revflow.sampling.reference import adapt_reference
 
 Array = jax.Array
 LogDensity = Callable[[Array], Array]
@@ -121,6 +132,8 @@ class TrainState:
     step: Array
     ema_params: Any
     skipped: Array  # updates skipped for a non-finite loss or gradient
+    ref_mean: Array  # the adaptive reference N(ref_mean, ref_std^2) (sampling.reference)
+    ref_std: Array
 
 
 def learning_rate(cfg: TrainConfig) -> optax.Schedule:
@@ -143,7 +156,11 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 def init_state(key: Array, model: Model, cfg: TrainConfig) -> TrainState:
     params = model.init(key)
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(params, make_optimizer(cfg).init(params), zero, params, zero)
+    ref_mean = jnp.zeros((model.dim,))
+    ref_std = jnp.full((model.dim,), cfg.broad_std)
+    return TrainState(
+        params, make_optimizer(cfg).init(params), zero, params, zero, ref_mean, ref_std
+    )
 
 
 def clipped_target(
@@ -198,6 +215,8 @@ def update_step(
     ``log_density`` is in the model's coordinates. An ``oracle`` method regresses on exact
     samples x1 drawn uniformly from ``exact_pool`` instead."""
     k_pts, k_est = jax.random.split(key)
+    k_ref = jax.random.fold_in(key, 1)  # a separate stream: runs without it stay as before
+    ref_mean, ref_std, ref_ess = state.ref_mean, state.ref_std, jnp.asarray(0.0)
     if method.oracle:
         if exact_pool is None:
             raise ValueError(f"method {method.name!r} needs exact samples of the target")
@@ -205,6 +224,18 @@ def update_step(
         t, x_t = noisy_points(k_pts, model, state.params, cfg, x1=x1)
         mu1, ess = x1, jnp.asarray(float(cfg.num_reverse_samples))
     else:
+        reference = None
+        if resolve_reference(cfg, method) == "adaptive":
+            ref_mean, ref_std, ref_ess = adapt_reference(
+                k_ref,
+                log_density,
+                ref_mean,
+                ref_std,
+                cfg.reference_samples,
+                cfg.reference_widen,
+                cfg.reference_decay,
+            )
+            reference = (ref_mean, ref_std)
         t, x_t = noisy_points(k_pts, model, state.params, cfg)
         est = estimate_posterior_mean_batch(
             k_est,
@@ -214,6 +245,7 @@ def update_step(
             model.path,
             cfg.num_reverse_samples,
             method.control_variate,
+            reference=reference,
         )
         mu1, ess = est.x1, jnp.mean(est.ess)
     if method.max_score_norm is None:
@@ -242,8 +274,10 @@ def update_step(
         state.step + 1,
         ema_params,
         state.skipped + (~finite).astype(jnp.int32),
+        ref_mean,
+        ref_std,
     )
-    return new_state, {"loss": loss, "ess": ess}
+    return new_state, {"loss": loss, "ess": ess, "reference_ess": ref_ess}
 
 
 def make_train_chunk(

@@ -70,6 +70,10 @@ class ToyArgs:
     """K: reverse samples per noisy point for the posterior-mean estimate"""
     proposal: str = _DEFAULT.proposal
     """where the noisy points' x1 come from: model (own samples) | broad (N(0, 3^2 I))"""
+    reference: str = _DEFAULT.reference
+    """where the reverse samples come from: none (the reverse kernel) | adaptive (the kernel
+    times an adaptive Gaussian reference of the target) | auto (adaptive except for qne and
+    idem; revflow.sampling.TrainConfig)"""
     seed: int = 0
     out: str = "out/toy"
     """output directory for results.json, results.md and samples.png"""
@@ -138,6 +142,7 @@ def validate(args: ToyArgs) -> tuple[list[str], list[str], list[TrainConfig]]:
             batch=args.batch,
             num_reverse_samples=args.num_reverse_samples,
             proposal=args.proposal,
+            reference=args.reference,
             hidden=args.hidden,
             lr=args.lr,
             warmup=min(_DEFAULT.warmup, steps // 10),
@@ -232,7 +237,8 @@ def _markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
         "",
         f"Budget per method: the updates in the table, batch {cfg['batch']}, K = "
         f"{cfg['num_reverse_samples']} reverse samples per noisy point, proposal "
-        f"`{cfg['proposal']}`; Adam, peak lr {cfg['lr']} (warm-up {cfg['warmup']} updates, "
+        f"`{cfg['proposal']}`, reference `{cfg.get('reference', 'none')}`; Adam, peak lr "
+        f"{cfg['lr']} (warm-up {cfg['warmup']} updates, "
         f"cosine decay to {cfg['lr_final']} x), gradient-norm clip {cfg['grad_clip']}, "
         f"network {cfg['num_blocks']} residual blocks of width {cfg['hidden']}, samples from "
         f"an EMA (decay {cfg['ema']}) of the parameters. Flow: linear path, "
