@@ -66,7 +66,6 @@ from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.clipped import ClippedSamplerAgent
 from revflow.agents.common import advance, critic_td_step, gradient_step
 from revflow.agents.posterior import DiffusionConfig, Pick, PosteriorState
-from revflow.agents.registry import register
 
 __all__ = ["DACER", "DACERConfig", "DACERState", "gaussian_fit_entropy"]
 
@@ -153,7 +152,6 @@ class DACERState(PosteriorState):
     entropy: Array
 
 
-@register
 class DACER(ClippedSamplerAgent):
     """Backpropagation through the diffusion sampler with entropy-tuned noise (module doc)."""
 

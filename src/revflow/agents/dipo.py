@@ -38,7 +38,6 @@ import optax
 
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.qsm import ActorLossAgent, ActorLossConfig
-from revflow.agents.registry import register
 from revflow.losses import generative_loss
 
 __all__ = ["DIPO", "DIPOConfig"]
@@ -85,7 +84,6 @@ class DIPOConfig(ActorLossConfig):
         )
 
 
-@register
 class DIPO(ActorLossAgent):
     """Action-gradient improvement of replayed actions, then behaviour cloning (docstring)."""
 

@@ -35,7 +35,6 @@ import jax.numpy as jnp
 from revflow.agents.base import Array, require
 from revflow.agents.posterior import DiffusionConfig, Pick
 from revflow.agents.qvpo import WeightedDenoisingAgent
-from revflow.agents.registry import register
 
 __all__ = ["DPMD", "DPMDConfig", "dpmd_weights"]
 
@@ -92,7 +91,6 @@ class DPMDConfig(DiffusionConfig):
         require(self.q_norm_eps > 0, "q_norm_eps", self.q_norm_eps, "must be > 0")
 
 
-@register
 class DPMD(WeightedDenoisingAgent):
     """DPMD's exponentially weighted denoising loss (module docstring)."""
 

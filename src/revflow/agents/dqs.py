@@ -37,7 +37,6 @@ from revflow.agents.posterior import (
     SamplerName,
     SwitchableConfig,
 )
-from revflow.agents.registry import register
 
 __all__ = ["DQS", "DQSConfig"]
 
@@ -75,7 +74,6 @@ class DQSConfig(SwitchableConfig):
     }
 
 
-@register
 class DQS(PosteriorTargetAgent):
     """iDEM-style gradient-expectation targets on a VE path (module docstring)."""
 

@@ -33,7 +33,6 @@ import dataclasses
 from typing import Any, ClassVar
 
 from revflow.agents.posterior import DiffusionConfig, EndpointSource, Pick, PosteriorTargetAgent
-from revflow.agents.registry import register
 
 __all__ = ["QNE", "QNEConfig"]
 
@@ -64,7 +63,6 @@ class QNEConfig(DiffusionConfig):
     }
 
 
-@register
 class QNE(PosteriorTargetAgent):
     """MaxEntDP's Q-weighted noise estimation with a soft critic (module docstring)."""
 

@@ -56,7 +56,6 @@ from revflow.agents.posterior import (
     Pick,
     PosteriorTargetAgent,
 )
-from revflow.agents.registry import register
 from revflow.losses import regression_loss
 
 __all__ = ["QSM", "ActorLossAgent", "ActorLossConfig", "QSMConfig"]
@@ -210,7 +209,6 @@ class QSMConfig(ActorLossConfig):
             )
 
 
-@register
 class QSM(ClippedSamplerAgent, ActorLossAgent):
     """Q-score matching: eps regression onto -beta_t M grad_u Q at u_t (module docstring)."""
 

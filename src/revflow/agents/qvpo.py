@@ -44,7 +44,6 @@ from revflow.agents.posterior import (
     PosteriorState,
     PosteriorTargetAgent,
 )
-from revflow.agents.registry import register
 from revflow.losses import generative_loss
 from revflow.samplers import select_argmax
 
@@ -236,7 +235,6 @@ class QVPOConfig(DiffusionConfig):
         )
 
 
-@register
 class QVPO(WeightedDenoisingAgent):
     """QVPO's advantage-weighted denoising loss with its entropy term (module docstring)."""
 

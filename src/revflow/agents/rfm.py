@@ -46,7 +46,6 @@ from revflow.agents.posterior import (
     PosteriorTargetConfig,
     parse_control_variate,
 )
-from revflow.agents.registry import register
 
 __all__ = [
     "RFM",
@@ -109,7 +108,6 @@ class RFMConfig(PosteriorTargetConfig):
     critic_clip: str = "per-critic"
 
 
-@register
 class RFM(PosteriorTargetAgent):
     """Reverse Flow Matching with a flow policy in a tanh latent (module docstring)."""
 
@@ -143,7 +141,6 @@ class RFMDiffusionConfig(DiffusionConfig):
     }
 
 
-@register
 class RFMDiffusion(PosteriorTargetAgent):
     """RFM posterior targets for a diffusion (eps-prediction) policy (module docstring)."""
 

@@ -56,7 +56,6 @@ from revflow.agents.common import (
     gradient_step,
     make_optimizer,
 )
-from revflow.agents.registry import register
 from revflow.estimators import log_sech2
 from revflow.networks import KERNEL_INITS, MLP, Critic, ResidualMLP
 
@@ -240,7 +239,6 @@ def _squashed_gaussian(
     return action, jnp.sum(log_prob_u - log_det, axis=-1)
 
 
-@register
 class SAC(Agent):
     """Soft Actor-Critic (see the module docstring)."""
 

@@ -40,7 +40,6 @@ import optax
 from revflow.agents.base import Array, Batch, Metrics, require
 from revflow.agents.common import gradient_step
 from revflow.agents.posterior import DiffusionConfig, Pick, PosteriorState, PosteriorTargetAgent
-from revflow.agents.registry import register
 
 __all__ = ["SDAC", "SDACConfig", "SDACState"]
 
@@ -95,7 +94,6 @@ class SDACState(PosteriorState):
     alpha_opt: Any
 
 
-@register
 class SDAC(PosteriorTargetAgent):
     """SDAC's weighted-noise target with its temperature rule (module docstring)."""
 
