@@ -176,3 +176,20 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--record"]:
         sys.exit("usage: python tests/test_bit_exact.py --record")
     _record()
+
+
+DEFAULTS = Path(__file__).parent / "data" / "agent_defaults.json"
+
+
+@pytest.mark.parametrize(("algo", "preset"), cases())
+def test_preset_values_are_unchanged(algo: str, preset: str) -> None:
+    """Every preset's values equal those recorded before the config parts (fields an agent
+    never read, its config's ``DROPPED``, are gone), and that recorded dict — a saved
+    config of then — loads back to the same config."""
+    import json
+
+    recorded = json.loads(DEFAULTS.read_text())[f"{algo}@{preset}"]
+    config_cls = get_agent_class(algo).Config
+    now = json.loads(json.dumps(make_config(algo, preset).to_dict()))
+    assert now == {k: v for k, v in recorded.items() if k not in config_cls.DROPPED}
+    assert config_cls.from_dict(recorded) == make_config(algo, preset)

@@ -306,13 +306,10 @@ def configs_from_dict(
     if unknown:
         raise ConfigMismatchError(f"{where}saved {section} config has unknown fields {unknown}")
     cfg = run_cls(**{**getattr(run_cls, "LEGACY_DEFAULTS", {}), **d[section]})
-    cls = get_agent_class(cfg.algo).Config
-    unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ConfigMismatchError(f"{where}saved {cls.__name__} has unknown fields {unknown}")
-    saved = {**cls.LEGACY_DEFAULTS, **d["agent"]}
-    agent_cfg = cls(**{k: _tuplify(v) for k, v in saved.items()})
-    agent_cfg.validate()
+    try:
+        agent_cfg = get_agent_class(cfg.algo).Config.from_dict(d["agent"])
+    except ValueError as err:
+        raise ConfigMismatchError(f"{where}{err}") from None
     cfg.validate()
     return cfg, agent_cfg
 

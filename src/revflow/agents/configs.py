@@ -31,6 +31,7 @@ __all__ = [
     "EstimatorFields",
     "LatentPolicyFields",
     "OptimiserFields",
+    "PickFields",
     "PolicySwitchFields",
     "TemperatureFields",
     "parse_control_variate",
@@ -96,10 +97,6 @@ def parse_control_variate(value: str) -> str | float:
 class OptimiserFields(AgentConfig):
     """Adam learning rates of actor and critics, gradient clipping and Polyak targets."""
 
-    #: Minibatch size of one gradient update.
-    batch_size: int = 256
-    #: Discount factor gamma.
-    gamma: float = 0.99
     #: Polyak coefficient of the target critics.
     tau: float = 0.005
     #: Adam learning rate of the critics.
@@ -232,16 +229,23 @@ class PolicySwitchFields(LatentPolicyFields):
     ve_sigma_max: float = 1.0
     #: The network sees time_scale * t (1000: the DDPM timestep convention).
     time_scale: float = 1.0
-    #: Particle pick of data collection: boltzmann | best | sample.
-    explore_pick: Pick = "boltzmann"
-    #: Particle pick of training endpoints and of the TD next action.
-    train_pick: Pick = "boltzmann"
     #: Rewards are multiplied by this in the TD target.
     reward_scale: float = 1.0
     #: If set, the actor lr decays linearly to this over ``lr_decay_updates`` updates.
     actor_lr_end: float | None = None
     #: Updates over which the actor lr decays to ``actor_lr_end``.
     lr_decay_updates: int = 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class PickFields(AgentConfig):
+    """How acting and training choose one particle per state, as fields (list it before
+    the policy part among a config's bases; ``LatentPolicyFields`` validates them)."""
+
+    #: Particle pick of data collection: boltzmann | best | sample.
+    explore_pick: Pick = "boltzmann"
+    #: Particle pick of training endpoints and of the TD next action.
+    train_pick: Pick = "boltzmann"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ from revflow.agents.configs import (
     EstimatorFields,
     LatentPolicyFields,
     OptimiserFields,
+    PickFields,
     PolicySwitchFields,
     TemperatureFields,
     parse_control_variate,
@@ -111,7 +112,12 @@ class PosteriorConfig(
 
 @dataclasses.dataclass(frozen=True)
 class SwitchablePosteriorConfig(
-    PosteriorFields, TemperatureFields, PolicySwitchFields, CriticFields, OptimiserFields
+    PosteriorFields,
+    TemperatureFields,
+    PickFields,
+    PolicySwitchFields,
+    CriticFields,
+    OptimiserFields,
 ):
     """:class:`PosteriorConfig` with the policy's and the objective's switches as fields."""
 
@@ -123,7 +129,12 @@ class SwitchablePosteriorConfig(
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionPosteriorConfig(
-    PosteriorFields, TemperatureFields, DiffusionPolicyFields, CriticFields, OptimiserFields
+    PosteriorFields,
+    TemperatureFields,
+    PickFields,
+    DiffusionPolicyFields,
+    CriticFields,
+    OptimiserFields,
 ):
     """:class:`SwitchablePosteriorConfig` with the diffusion baselines' policy defaults."""
 

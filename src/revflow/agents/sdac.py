@@ -45,6 +45,7 @@ from revflow.agents.configs import (
     DiffusionPolicyFields,
     OptimiserFields,
     Pick,
+    PickFields,
 )
 from revflow.agents.generative import GenerativeAgent
 from revflow.agents.posterior import METRICS, EndpointSource, PosteriorFields, posterior_objective
@@ -55,7 +56,7 @@ SDACState = TemperatureState
 
 
 @dataclasses.dataclass(frozen=True)
-class SDACConfig(PosteriorFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
+class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
     """SDAC defaults (module docstring); there is no ``lam`` (lam = alpha / q_scale)."""
 
     control_variate: str = "none"
