@@ -77,7 +77,14 @@ from revflow.agents.configs import (
 from revflow.agents.critics import td_target
 from revflow.agents.generative import GenerativeAgent
 
-__all__ = ["DACER", "DACERConfig", "DACERState", "dacer_objective", "gaussian_fit_entropy"]
+__all__ = [
+    "DACER",
+    "DACERConfig",
+    "DACERState",
+    "dacer_objective",
+    "estimate_entropy",
+    "gaussian_fit_entropy",
+]
 
 #: Ridge added to the fitted covariance before log det (keeps a collapsed policy finite).
 ENTROPY_RIDGE = 1e-6
@@ -161,6 +168,19 @@ class DACERState(TemperatureState):
     entropy: Array
 
 
+def estimate_entropy(agent: DACER, state: DACERState, key: Array, obs: Array) -> Array:
+    """Mean over ``entropy_states`` states of the Gaussian-fit entropy of ``entropy_samples``
+    noisy actions tanh(u) + explore_noise * alpha * z each."""
+    c = agent.config
+    obs = obs[: c.entropy_states]
+    k_u, k_z = jax.random.split(key)
+    lam = agent.temperature_of(state)
+    u = agent.policy.sample(state.actor_params, k_u, obs, lam, c.entropy_samples)
+    z = jax.random.normal(k_z, u.shape, u.dtype)
+    actions = jnp.tanh(u) + agent.explore_std(state) * z
+    return jnp.mean(gaussian_fit_entropy(jax.lax.stop_gradient(actions)))
+
+
 def dacer_objective(agent: DACER) -> Objective:
     """DACER's losses (module docstring): the actor maximises min_k Q_k(s, tanh u_theta(s, xi))
     through every sampler step; then log_alpha takes a step on
@@ -185,21 +205,10 @@ def dacer_objective(agent: DACER) -> Objective:
         q = critic.q_min(critic_params, obs, jnp.tanh(u))
         return -jnp.mean(q), q
 
-    def estimate_entropy(state: DACERState, key: Array, obs: Array) -> Array:
-        """Mean over ``entropy_states`` states of the Gaussian-fit entropy of
-        ``entropy_samples`` noisy actions tanh(u) + explore_noise * alpha * z each."""
-        obs = obs[: c.entropy_states]
-        k_u, k_z = jax.random.split(key)
-        lam = agent.temperature_of(state)
-        u = policy.sample(state.actor_params, k_u, obs, lam, c.entropy_samples)
-        z = jax.random.normal(k_z, u.shape, u.dtype)
-        actions = jnp.tanh(u) + agent.explore_std(state) * z
-        return jnp.mean(gaussian_fit_entropy(jax.lax.stop_gradient(actions)))
-
     def temperature_step(state: DACERState, actor: GradientStep, batch: Batch, key: Array):
         entropy = jax.lax.cond(
             state.step % c.entropy_every == 0,
-            lambda: estimate_entropy(state, key, batch.obs),
+            lambda: estimate_entropy(agent, state, key, batch.obs),
             lambda: state.entropy,
         )
         gap = jax.lax.stop_gradient(entropy - agent.target_entropy)

@@ -54,6 +54,7 @@ __all__ = [
     "PosteriorConfig",
     "PosteriorFields",
     "SwitchablePosteriorConfig",
+    "posterior_mean",
     "posterior_objective",
 ]
 
@@ -144,11 +145,35 @@ class DiffusionPosteriorConfig(
     entropy_backup: bool = False
 
 
+def posterior_mean(
+    agent: Any, critic_params: Any, key: Array, obs: Array, u_t: Array, t: Array, lam: Array
+) -> estimators.PosteriorEstimate:
+    """mu1 = E[u1 | u_t] of the latent Boltzmann target (method note §4-5), held constant."""
+    c, critic = agent.config, agent.critic
+
+    def log_target(action: Array, o: Array) -> Array:
+        return critic.q_min(critic_params, o, action) / lam
+
+    post = estimators.estimate_posterior_mean_batch(
+        key,
+        log_target,
+        u_t,
+        t,
+        agent.policy.path,
+        c.num_reverse_samples,
+        control_variate=parse_control_variate(c.control_variate),
+        ridge=c.cv_ridge,
+        clip=c.cv_clip,
+        latent_tanh=True,
+        cond=obs,
+    )
+    return jax.lax.stop_gradient(post)
+
+
 def posterior_objective(agent: Any) -> Objective:
     """The posterior-target objective of a :class:`revflow.agents.generative.GenerativeAgent`
     whose config is one of this module's (module docstring)."""
     c, policy, critic = agent.config, agent.policy, agent.critic
-    control_variate = parse_control_variate(c.control_variate)
 
     def split(key: Array) -> tuple[Any, Any, Any]:
         k_end, k_next, k_t, k_eps, k_post = jax.random.split(key, 5)
@@ -170,27 +195,6 @@ def posterior_objective(agent: Any) -> Objective:
         value, metrics = next_value(state, batch, key)
         return td_target(batch, value, c.reward_scale), metrics
 
-    def posterior(critic_params: Any, key: Array, obs: Array, u_t: Array, t: Array, lam: Array):
-        """mu1 = E[u1 | u_t] of the latent Boltzmann target (method note §4-5)."""
-
-        def log_target(action: Array, o: Array) -> Array:
-            return critic.q_min(critic_params, o, action) / lam
-
-        post = estimators.estimate_posterior_mean_batch(
-            key,
-            log_target,
-            u_t,
-            t,
-            policy.path,
-            c.num_reverse_samples,
-            control_variate=control_variate,
-            ridge=c.cv_ridge,
-            clip=c.cv_clip,
-            latent_tanh=True,
-            cond=obs,
-        )
-        return jax.lax.stop_gradient(post)
-
     def actor_inputs(state: Any, critic_params: Any, batch: Batch, keys: Any):
         k_end, k_t, k_eps, k_post = keys
         lam = agent.temperature_of(state)
@@ -201,7 +205,7 @@ def posterior_objective(agent: Any) -> Objective:
             u1, policy_q = agent.latent(state, k_end, batch.obs, c.train_pick)
         u1 = jax.lax.stop_gradient(u1)
         t, u_t = policy.noisy_points(k_t, k_eps, u1)
-        post = posterior(critic_params, k_post, batch.obs, u_t, t, lam)
+        post = posterior_mean(agent, critic_params, k_post, batch.obs, u_t, t, lam)
         diag = estimators.posterior_diagnostics(post)
         metrics = {
             "lam": lam,

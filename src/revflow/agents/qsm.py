@@ -18,7 +18,7 @@ Bounded actions. The original (Alescontrela/score_matching_rl, ``ddpm_sampler`` 
 default ``clip_sampler=True``) samples in ACTION space and clips the iterate x_t to [-1, 1]
 after every reverse step, and the final action again. Here the sampler's iterate is clipped
 to the latent box |u_j| <= atanh(0.999) ~ 3.8 after every step (``clip_sampler``, default
-True; :mod:`revflow.agents.clipped`). Without it the latent ran away on Pendulum (seed 1:
+True; ``samplers.ddpm_sample``, ``clip``). Without it the latent ran away on Pendulum (seed 1:
 median |u| 40 after warm-up, ~4e3 at 5000 steps, every action -1; return -1355).
 
 Departures: (1) the policy lives in the tanh latent, so the target score carries the
@@ -58,7 +58,7 @@ from revflow.agents.generative import GenerativeAgent
 from revflow.agents.policies import replay_latent
 from revflow.losses import regression_loss
 
-__all__ = ["QSM", "QSMConfig", "qsm_objective"]
+__all__ = ["QSM", "QSMConfig", "qsm_objective", "score_target"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +101,18 @@ class QSMConfig(
             )
 
 
+def score_target(agent: QSM, critic_params: Any, obs: Array, u_t: Array, t: Array) -> Array:
+    """The eps target -beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u] at u = u_t."""
+    m = agent.config.q_scale
+
+    def log_p1(u: Array) -> Array:
+        q = agent.critic.q_min(critic_params, obs, jnp.tanh(u))
+        return jnp.sum(m * q + jnp.sum(estimators.log_sech2(u), axis=-1))
+
+    score = jax.grad(log_p1)(u_t)  # rows are independent, so grad of the sum is per row
+    return -agent.policy.path.beta(t)[:, None] * score
+
+
 def qsm_objective(agent: QSM) -> Objective:
     """QSM's actor loss: eps regression onto the target score at the noisy replayed action,
 
@@ -109,26 +121,16 @@ def qsm_objective(agent: QSM) -> Objective:
     (the gradient taken at u = u_t)
 
     and the TD3-style critic target (:func:`revflow.agents.action_noise.noisy_td_target`)."""
-    c, policy, critic = agent.config, agent.policy, agent.critic
+    policy, critic = agent.policy, agent.critic
 
     def split(key: Array) -> tuple[Any, Any, Any]:
         k_next, k_actor = jax.random.split(key)
         return k_next, k_actor, None
 
-    def target_eps(critic_params: Any, obs: Array, u_t: Array, t: Array) -> Array:
-        """-beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u] at u = u_t."""
-
-        def log_p1(u: Array) -> Array:
-            q = critic.q_min(critic_params, obs, jnp.tanh(u))
-            return jnp.sum(c.q_scale * q + jnp.sum(estimators.log_sech2(u), axis=-1))
-
-        score = jax.grad(log_p1)(u_t)  # rows are independent, so grad of the sum is per row
-        return -policy.path.beta(t)[:, None] * score
-
     def actor_inputs(state: Any, critic_params: Any, batch: Batch, key: Array):
         k_t, k_eps = jax.random.split(key)
         t, u_t = policy.noisy_points(k_t, k_eps, replay_latent(batch.action))
-        target = target_eps(critic_params, batch.obs, u_t, t)
+        target = score_target(agent, critic_params, batch.obs, u_t, t)
         inputs = jax.lax.stop_gradient((t, u_t, target))
         metrics = {
             "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),

@@ -27,6 +27,7 @@ entropy term, min over the twin target critics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -52,7 +53,7 @@ from revflow.agents.weighted_denoising import (
     weighted_denoising_objective,
 )
 
-__all__ = ["QVPO", "QVPOConfig", "qvpo_objective", "qvpo_weights"]
+__all__ = ["QVPO", "QVPOConfig", "entropy_loss", "qvpo_objective", "qvpo_weights"]
 
 
 def qvpo_weights(q: Array) -> Array:
@@ -103,6 +104,19 @@ class QVPOConfig(
         )
 
 
+def entropy_loss(agent: QVPO, predictor: Any, key: Array, obs: Array) -> tuple[Array, dict]:
+    """``entropy_weight`` times the unweighted denoising loss of ``entropy_samples`` uniform
+    random actions per state (atanh of actions clipped to +-0.999), and that loss."""
+    c = agent.config
+    k_u, k_noise = jax.random.split(key)
+    m = c.entropy_samples
+    a = jax.random.uniform(k_u, (obs.shape[0] * m, agent.act_dim), minval=-1.0, maxval=1.0)
+    u = replay_latent(a)
+    t, eps = noise_draw(agent, k_noise, u.shape[0])
+    ent = denoising_loss(agent, predictor(jnp.repeat(obs, m, axis=0)), t, eps, u)
+    return c.entropy_weight * ent, {"entropy_loss": ent}
+
+
 def qvpo_objective(agent: QVPO) -> Objective:
     """Weighted denoising with w_i = max(Q_i - V, 0) plus ``entropy_weight`` times the
     unweighted denoising loss of ``entropy_samples`` uniform random actions per state."""
@@ -112,16 +126,9 @@ def qvpo_objective(agent: QVPO) -> Objective:
         w = qvpo_weights(q)
         return w, {"positive_fraction": jnp.mean((w > 0).astype(jnp.float32))}
 
-    def entropy_loss(predictor: Any, key: Array, obs: Array) -> tuple[Array, dict[str, Array]]:
-        k_u, k_noise = jax.random.split(key)
-        m = c.entropy_samples
-        a = jax.random.uniform(k_u, (obs.shape[0] * m, agent.act_dim), minval=-1.0, maxval=1.0)
-        u = replay_latent(a)
-        t, eps = noise_draw(agent, k_noise, u.shape[0])
-        ent = denoising_loss(agent, predictor(jnp.repeat(obs, m, axis=0)), t, eps, u)
-        return c.entropy_weight * ent, {"entropy_loss": ent}
-
-    return weighted_denoising_objective(agent, sample_weights, c.target_particles, entropy_loss)
+    return weighted_denoising_objective(
+        agent, sample_weights, c.target_particles, functools.partial(entropy_loss, agent)
+    )
 
 
 class QVPO(GenerativeAgent):

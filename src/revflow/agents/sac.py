@@ -60,7 +60,7 @@ from revflow.agents.critics import CriticEnsemble, td_target
 from revflow.agents.policies import GaussianPolicy
 from revflow.networks import KERNEL_INITS, MLP, ResidualMLP
 
-__all__ = ["SAC", "SACConfig", "SACState", "sac_objective"]
+__all__ = ["SAC", "SACConfig", "SACState", "alpha_loss", "sac_objective"]
 
 SACState = TemperatureState
 
@@ -186,6 +186,14 @@ class SACConfig(CriticFields, OptimiserFields):
         )
 
 
+def alpha_loss(agent: SAC, log_alpha: Array, logp: Array) -> Array:
+    """Temperature loss (``alpha_loss``); ``logp`` is held fixed."""
+    logp = jax.lax.stop_gradient(logp)
+    if agent.config.alpha_loss == "alpha":
+        return jnp.mean(jnp.exp(log_alpha) * (-logp - agent.target_entropy))
+    return -log_alpha * (jnp.mean(logp) + agent.target_entropy)
+
+
 def sac_objective(agent: SAC) -> Objective:
     """SAC's losses (Haarnoja et al. 2018):
 
@@ -213,12 +221,10 @@ def sac_objective(agent: SAC) -> Objective:
         return jnp.mean(alpha * logp - critic.q_min(critic_params, obs, action)), logp
 
     def temperature_step(state: SACState, actor: GradientStep, batch: Batch, key: Any):
-        logp = jax.lax.stop_gradient(actor.aux)
+        logp = actor.aux
 
         def alpha_loss_fn(log_alpha: Array) -> Array:
-            if c.alpha_loss == "alpha":
-                return jnp.mean(jnp.exp(log_alpha) * (-logp - agent.target_entropy))
-            return -log_alpha * (jnp.mean(logp) + agent.target_entropy)
+            return alpha_loss(agent, log_alpha, logp)
 
         step = gradient_step(alpha_loss_fn, agent.alpha_opt, state.log_alpha, state.alpha_opt)
         if c.autotune_alpha:
