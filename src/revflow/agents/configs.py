@@ -26,6 +26,8 @@ from revflow.paths import PATHS
 
 __all__ = [
     "FAST_DIFFUSION",
+    "UNREAD_ESTIMATOR_FIELDS",
+    "UNREAD_TEMPERATURE_FIELDS",
     "CriticFields",
     "DiffusionPolicyFields",
     "EstimatorFields",
@@ -45,6 +47,15 @@ Parameterisation = Literal["velocity", "eps", "x1"]
 SamplerName = Literal["euler", "heun", "ddpm", "ddim"]
 Pick = Literal["boltzmann", "best", "sample"]
 NET_PARAMETERISATIONS: tuple[str, ...] = ("velocity", "eps", "x1")
+
+#: Fields of the estimator part and the posterior objective's switches: configs saved before
+#: the config parts carried them on agents that never read them (``AgentConfig.DROPPED``).
+UNREAD_ESTIMATOR_FIELDS: frozenset[str] = frozenset(
+    {"num_reverse_samples", "control_variate", "cv_ridge", "cv_clip", "endpoint_source",
+     "entropy_backup"}
+)  # fmt: skip
+#: The temperature part's fields (``AgentConfig.DROPPED`` of agents without a fixed lam).
+UNREAD_TEMPERATURE_FIELDS: frozenset[str] = frozenset({"lam", "lam_end", "lam_anneal_updates"})
 
 #: The ``fast`` preset of the diffusion agents: fewer particles and sampler steps, a narrower
 #: policy network (chosen by measurement: README, "Throughput").

@@ -67,6 +67,7 @@ from revflow.agents.base import Array, Batch, require
 from revflow.agents.common import GradientStep, gradient_step
 from revflow.agents.configs import (
     FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
     CriticFields,
     DiffusionPolicyFields,
     OptimiserFields,
@@ -133,10 +134,7 @@ class DACERConfig(
         "fast": {**FAST_DIFFUSION, "entropy_every": 1000},
     }
     #: Fields of configs saved before the config parts, never read by DACER.
-    DROPPED: ClassVar[frozenset[str]] = frozenset(
-        {"num_reverse_samples", "control_variate", "cv_ridge", "cv_clip", "endpoint_source",
-         "entropy_backup"}
-    )  # fmt: skip
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS
 
     def validate(self) -> None:
         super().validate()

@@ -41,6 +41,7 @@ from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.configs import (
     FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
     CriticFields,
     DiffusionPolicyFields,
     OptimiserFields,
@@ -79,10 +80,7 @@ class DIPOConfig(
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"reference": {}, "fast": FAST_DIFFUSION}
     #: Fields of configs saved before the config parts, never read by DIPO.
-    DROPPED: ClassVar[frozenset[str]] = frozenset(
-        {"num_reverse_samples", "control_variate", "cv_ridge", "cv_clip", "endpoint_source",
-         "entropy_backup"}
-    )  # fmt: skip
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS
 
     def validate(self) -> None:
         super().validate()

@@ -37,6 +37,7 @@ from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, require
 from revflow.agents.configs import (
     FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
     CriticFields,
     DiffusionPolicyFields,
     OptimiserFields,
@@ -46,6 +47,7 @@ from revflow.agents.generative import GenerativeAgent
 from revflow.agents.weighted_denoising import (
     WEIGHTED_METRICS,
     PolicySampleFields,
+    best_of_latent,
     weighted_denoising_objective,
 )
 
@@ -79,10 +81,7 @@ class DPMDConfig(
         "fast": {**FAST_DIFFUSION, "num_policy_samples": 16},
     }
     #: Fields of configs saved before the config parts, never read by DPMD.
-    DROPPED: ClassVar[frozenset[str]] = frozenset(
-        {"num_reverse_samples", "control_variate", "cv_ridge", "cv_clip", "endpoint_source",
-         "entropy_backup", "explore_pick", "train_pick"}
-    )  # fmt: skip
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS | {"explore_pick", "train_pick"}
 
     def validate(self) -> None:
         super().validate()
@@ -129,7 +128,4 @@ class DPMD(GenerativeAgent):
     config: DPMDConfig
 
     def explore_latent(self, state: Any, key: Array, obs: Array) -> Array:
-        q_fn = self.q_fn(state.critic_params)
-        lam = self.temperature_of(state)
-        n = self.config.num_particles
-        return self.policy.best_of(state.actor_params, key, obs, lam, q_fn, n)[0]
+        return best_of_latent(self, state, key, obs, self.config.num_particles)

@@ -38,6 +38,7 @@ from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, require
 from revflow.agents.configs import (
     FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
     CriticFields,
     DiffusionPolicyFields,
     OptimiserFields,
@@ -48,6 +49,7 @@ from revflow.agents.policies import replay_latent
 from revflow.agents.weighted_denoising import (
     WEIGHTED_METRICS,
     PolicySampleFields,
+    best_of_latent,
     denoising_loss,
     noise_draw,
     weighted_denoising_objective,
@@ -86,10 +88,7 @@ class QVPOConfig(
         "fast": {**FAST_DIFFUSION, "num_policy_samples": 16},
     }
     #: Fields of configs saved before the config parts, never read by QVPO.
-    DROPPED: ClassVar[frozenset[str]] = frozenset(
-        {"num_reverse_samples", "control_variate", "cv_ridge", "cv_clip", "endpoint_source",
-         "entropy_backup", "explore_pick", "train_pick"}
-    )  # fmt: skip
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS | {"explore_pick", "train_pick"}
 
     def validate(self) -> None:
         super().validate()
@@ -149,7 +148,4 @@ class QVPO(GenerativeAgent):
     config: QVPOConfig
 
     def explore_latent(self, state: Any, key: Array, obs: Array) -> Array:
-        q_fn = self.q_fn(state.critic_params)
-        lam = self.temperature_of(state)
-        n = self.config.behaviour_particles
-        return self.policy.best_of(state.actor_params, key, obs, lam, q_fn, n)[0]
+        return best_of_latent(self, state, key, obs, self.config.behaviour_particles)

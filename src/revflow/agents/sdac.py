@@ -41,6 +41,7 @@ from revflow.agents.base import Array, Batch, require
 from revflow.agents.common import GradientStep, gradient_step
 from revflow.agents.configs import (
     FAST_DIFFUSION,
+    UNREAD_TEMPERATURE_FIELDS,
     CriticFields,
     DiffusionPolicyFields,
     OptimiserFields,
@@ -88,7 +89,7 @@ class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticField
         "fast": {**FAST_DIFFUSION, "num_reverse_samples": 16},
     }
     #: Fields of configs saved before the config parts, never read by SDAC.
-    DROPPED: ClassVar[frozenset[str]] = frozenset({"lam", "lam_end", "lam_anneal_updates"})
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_TEMPERATURE_FIELDS
 
     def validate(self) -> None:
         super().validate()

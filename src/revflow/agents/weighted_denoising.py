@@ -27,7 +27,12 @@ from revflow.agents.base import AgentConfig, Array, Batch, require
 from revflow.agents.critics import td_target
 from revflow.losses import generative_loss
 
-__all__ = ["WEIGHTED_METRICS", "PolicySampleFields", "weighted_denoising_objective"]
+__all__ = [
+    "WEIGHTED_METRICS",
+    "PolicySampleFields",
+    "best_of_latent",
+    "weighted_denoising_objective",
+]
 
 #: Metrics of the weighted-denoising update.
 WEIGHTED_METRICS: dict[str, str] = {
@@ -59,6 +64,13 @@ class PolicySampleFields(AgentConfig):
         super().validate()
         n = self.num_policy_samples
         require(n >= 1, "num_policy_samples", n, "must be >= 1")
+
+
+def best_of_latent(agent: Any, state: Any, key: Array, obs: Array, n: int) -> Array:
+    """The behaviour policy's latent action: the best of ``n`` policy samples by Q."""
+    q_fn = agent.q_fn(state.critic_params)
+    lam = agent.temperature_of(state)
+    return agent.policy.best_of(state.actor_params, key, obs, lam, q_fn, n)[0]
 
 
 def noise_draw(agent: Any, key: Array, rows: int) -> tuple[Array, Array]:
