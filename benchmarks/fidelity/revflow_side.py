@@ -5,8 +5,8 @@ The agents are revflow's defaults (``--preset reference``) at the sizes of ``spe
 ``--preset revflow`` selects revflow's earlier variants (rfm and sac both have that preset),
 which shows the departures the defaults removed. Gradients are read with a recording
 optimiser chained after revflow's own clipping transform (``agents.common.gradient_clipping``
-with the config's scope), through ``agents.common.critic_td_step`` and the agents'
-``actor_loss`` / ``alpha_loss``.
+with the config's scope), through ``agents.critics.critic_td_step`` and the agents'
+objectives' ``actor_loss`` (and sac's ``alpha_loss``).
 """
 
 from __future__ import annotations
