@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import struct
 
-from revflow.agents import common
+from revflow.agents import common, critics
 from revflow.agents.base import Batch
 from revflow.agents.common import advance, gradient_step
 from revflow.networks import Critic
@@ -78,8 +78,8 @@ def test_critic_td_step_per_critic_gradient_is_each_critics_own():
     params = net.init(jax.random.PRNGKey(0), batch.obs, batch.action)
     sgd = optax.sgd(1.0)
     target = f(6)
-    joint = common.critic_td_step(net, sgd, params, sgd.init(params), batch, target)
-    own = common.critic_td_step(net, sgd, params, sgd.init(params), batch, target, per_critic=True)
+    joint = critics.critic_td_step(net, sgd, params, sgd.init(params), batch, target)
+    own = critics.critic_td_step(net, sgd, params, sgd.init(params), batch, target, per_critic=True)
     step_joint = jax.tree.map(lambda a, b: b - a, joint[0], params)
     step_own = jax.tree.map(lambda a, b: b - a, own[0], params)
     for a, b in zip(jax.tree.leaves(step_joint), jax.tree.leaves(step_own), strict=True):

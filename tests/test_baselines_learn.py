@@ -17,7 +17,7 @@ Measured on the 2-core CPU (other jobs running), trained return for seeds 0 / 1 
 qne -162 / -420 / -157; rfm-diffusion -439 / -183; dqs -158 / -158; sdac -183 / -185;
 qsm -266 / -493 / -1074; qvpo -404 / -195; dpmd -163 / -195; dacer -163 / -156 / -171;
 dipo -312 / -195. qsm and dacer clip their sampler to the latent box |u| <= atanh(0.999)
-(revflow.agents.clipped, as the originals clip to the action box); without it (qsm
+(the ``clip`` of revflow.samplers, as the originals clip to the action box); without it (qsm
 -230 / -1355 / -1440, dacer -167 / -341 / -1429) the failed seeds ended with a saturated
 policy: latent samples |u| ~ 1e3 to 5e3, all actions at -1, and (dacer) an actor gradient
 of exactly 0, since tanh'(u) underflows once |u| > 9. qsm seed 2 is not saturated but

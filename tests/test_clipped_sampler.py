@@ -1,6 +1,7 @@
-"""The box-clipped diffusion sampler of QSM and DACER (revflow.agents.clipped): samples stay in
-the latent box |u| <= atanh(0.999) however large the network's predictions, the sampler equals
-the shared one where the clip is inactive, and the opt-out gives the shared sampler exactly."""
+"""The box-clipped diffusion samplers of QSM and DACER (``clip=`` of revflow.samplers'
+ddpm_sample / ddim_sample): samples stay in the latent box |u| <= atanh(0.999) however large
+the network's predictions, the sampler equals the shared one where the clip is inactive, and
+the opt-out gives the shared sampler exactly."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from revflow.agents.clipped import LATENT_BOUND, clipped_diffusion_sample
-from revflow.agents.posterior import REPLAY_CLIP, PosteriorTargetAgent
+from revflow.agents.policies import LATENT_BOUND, REPLAY_CLIP
 from revflow.agents.registry import get_agent_class, make_agent, make_config
 from revflow.paths import VPCosine
 from revflow.samplers import ddim_sample, ddpm_sample
@@ -31,6 +31,15 @@ TINY = {
     "entropy_states": 2,
 }
 CLIP_FIELD = {"qsm": "clip_sampler", "dacer": "clip_denoised"}
+CLIP_MODE = {"qsm": "iterate", "dacer": "endpoint"}
+
+
+def clipped_diffusion_sample(eps_fn, key, x_init, path, num_steps, t_start, clip):
+    """Ancestral (``key`` given) or DDIM sampling from ``t_start`` to 1 in the latent box."""
+    box = {"clip": clip, "bound": LATENT_BOUND}
+    if key is None:
+        return ddim_sample(eps_fn, x_init, path, num_steps, t_start, 1.0, **box)
+    return ddpm_sample(eps_fn, key, x_init, path, num_steps, t_start, 1.0, **box)
 
 
 def _agent(name: str, clip: bool = True):
@@ -85,6 +94,8 @@ def test_equals_the_shared_sampler_where_the_clip_is_inactive(clip, ancestral):
 def test_unknown_clip_mode_is_rejected():
     with pytest.raises(ValueError, match="unknown clip"):
         clipped_diffusion_sample(_gaussian_eps(0, 1), None, jnp.zeros((2, 2)), PATH, 2, 0.1, "x")
+    with pytest.raises(ValueError, match="unknown clip"):
+        ddpm_sample(_gaussian_eps(0, 1), jax.random.key(0), jnp.zeros((2, 2)), PATH, 2, clip="x")
 
 
 def _blown_up(agent, state, bias: float):
@@ -102,8 +113,8 @@ def test_agents_clip_by_default_and_keep_latents_in_the_box(name):
     cfg = make_config(name)
     assert getattr(cfg, CLIP_FIELD[name]) is True
     agent, old_agent = _agent(name), _agent(name, clip=False)
-    sample = jax.jit(agent.sample_particles, static_argnums=4)
-    sample_old = jax.jit(old_agent.sample_particles, static_argnums=4)
+    sample = jax.jit(agent.policy.sample, static_argnums=4)
+    sample_old = jax.jit(old_agent.policy.sample, static_argnums=4)
     obs = jax.random.normal(jax.random.key(4), (16, OBS))
     init = agent.init(jax.random.key(0))
     lam = agent.temperature_of(init)
@@ -120,14 +131,23 @@ def test_agents_clip_by_default_and_keep_latents_in_the_box(name):
 
 @pytest.mark.parametrize("name", ["qsm", "dacer"])
 def test_opting_out_gives_the_shared_sampler_exactly(name):
+    assert _agent(name).policy.clip == CLIP_MODE[name]
     agent = _agent(name, clip=False)
+    assert agent.policy.clip is None
     state = agent.init(jax.random.key(0))
     obs = jax.random.normal(jax.random.key(7), (5, OBS))
     lam = agent.temperature_of(state)
-    u = agent.sample_particles(state.actor_params, jax.random.key(8), obs, lam, 3)
-    shared = PosteriorTargetAgent.sample_particles(
-        agent, state.actor_params, jax.random.key(8), obs, lam, 3
+    u = agent.policy.sample(state.actor_params, jax.random.key(8), obs, lam, 3)
+    k_init, k_steps = jax.random.split(jax.random.key(8))
+    feats = agent.policy.net.apply(
+        state.actor_params, obs, method=type(agent.policy.net).embed_cond
     )
+
+    def eps_fn(t, x):
+        return agent.policy._net_as(state.actor_params, t, x, lam, feats[:, None, :], "eps")
+
+    u_init = agent.policy.init_scale * jax.random.normal(k_init, (5, 3, ACT))
+    shared = ddpm_sample(eps_fn, k_steps, u_init, agent.policy.path, STEPS, T_MIN, 1.0)
     np.testing.assert_array_equal(np.asarray(u), np.asarray(shared))
 
 

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from revflow.agents.base import Batch
-from revflow.agents.dacer import gaussian_fit_entropy
+from revflow.agents.dacer import estimate_entropy, gaussian_fit_entropy
 from revflow.agents.registry import available, make_agent, make_config
 
 OBS, ACT, B = 4, 2, 8
@@ -122,7 +122,7 @@ def test_actor_gradient_flows_through_every_layer_and_matches_finite_differences
     lam = agent.temperature_of(state)
 
     def loss(params):
-        return agent.actor_loss(params, state.critic_params, obs, key, lam)[0]
+        return agent.objective.actor_loss(params, (state.critic_params, obs, key, lam))[0]
 
     grads = jax.grad(loss)(state.actor_params)
     flat = jax.tree_util.tree_leaves_with_path(grads)
@@ -169,6 +169,8 @@ def test_gaussian_fit_entropy_and_the_estimate_tracks_alpha():
     agent, _ = _tiny()
     state = agent.init(jax.random.key(0))
     obs = _batch().obs
-    low = agent.estimate_entropy(state, jax.random.key(2), obs)
-    high = agent.estimate_entropy(state.replace(log_alpha=jnp.asarray(3.0)), jax.random.key(2), obs)
+    low = estimate_entropy(agent, state, jax.random.key(2), obs)
+    high = estimate_entropy(
+        agent, state.replace(log_alpha=jnp.asarray(3.0)), jax.random.key(2), obs
+    )
     assert float(high) > float(low)

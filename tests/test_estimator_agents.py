@@ -17,7 +17,7 @@ import pytest
 
 from revflow import estimators
 from revflow.agents.base import Batch
-from revflow.agents.posterior import sampler_log_prob
+from revflow.agents.policies import sampler_log_prob
 from revflow.agents.registry import available, make_agent, make_config
 from revflow.paths import VE, VPCosine, x1_to_eps
 from revflow.samplers import ddim_sample, ddpm_sample
@@ -174,12 +174,12 @@ def test_actor_loss_regresses_onto_the_estimator_member(name, member):
     if c.endpoint_source == "replay":
         u1 = jnp.arctanh(jnp.clip(batch.action, -0.999, 0.999))
     else:
-        u1, _ = agent._policy_latent(state, k_end, batch.obs, c.train_pick)
-    t, u_t = agent.noisy_points(k_t, k_eps, u1)
+        u1, _ = agent.latent(state, k_end, batch.obs, c.train_pick)
+    t, u_t = agent.policy.noisy_points(k_t, k_eps, u1)
     lam = agent.temperature_of(state)
 
     def log_target(action, obs):
-        return agent.q_min(new.critic_params, obs, action) / lam
+        return agent.critic.q_min(new.critic_params, obs, action) / lam
 
     def estimate(cv):
         return estimators.estimate_posterior_mean_batch(
@@ -187,7 +187,7 @@ def test_actor_loss_regresses_onto_the_estimator_member(name, member):
             log_target,
             u_t,
             t,
-            agent.path,
+            agent.policy.path,
             c.num_reverse_samples,
             control_variate=cv,
             ridge=c.cv_ridge,
@@ -200,11 +200,10 @@ def test_actor_loss_regresses_onto_the_estimator_member(name, member):
     eta = {"none": 0.0, "gradient": 1.0}.get(member)
     if eta is not None:  # the named member is the family's eta = 0 / eta = 1 end
         np.testing.assert_allclose(post.x1, estimate(eta).x1, rtol=1e-6, atol=1e-6)
-    target = x1_to_eps(agent.path, t, u_t, post.x1)
-    np.testing.assert_allclose(agent.regression_target(t, u_t, post), target, rtol=1e-5)
+    target = x1_to_eps(agent.policy.path, t, u_t, post.x1)
     if member == "none":
         np.testing.assert_allclose(target, post.x0, rtol=1e-4, atol=1e-5)
-    pred = agent.velocity_net.apply(state.actor_params, c.time_scale * t, u_t, batch.obs, lam)
+    pred = agent.policy.net.apply(state.actor_params, c.time_scale * t, u_t, batch.obs, lam)
     loss = jnp.mean(jnp.sum((pred - target) ** 2, axis=-1))
     # rel 2e-3: on the VE path at sigma ~ 1e-5 the eps target (u_t - mu1)/sigma carries
     # float32 rounding of u_t / sigma ~ 1e-2, which differs between jit and eager.
@@ -270,23 +269,23 @@ def test_agent_log_prob_of_a_known_gaussian_policy():
     """The qne agent's own sampler + log-likelihood, with its network replaced by the exact
     eps of a latent Gaussian policy N(m, s^2): log pi must match the Gaussian's density."""
     agent = _agent("qne", num_flow_steps=20)
-    path, m, s = agent.path, -0.2, 0.4
+    path, m, s = agent.policy.path, -0.2, 0.4
     eps = _gaussian_eps(path, m, s)
 
     def exact(params, t, u, lam, feats, dst):
         assert dst == "eps"
         return eps(t, u)
 
-    agent._net_as = exact  # type: ignore[method-assign]
+    object.__setattr__(agent.policy, "_net_as", exact)
     state = agent.init(jax.random.key(0))
     obs = jnp.zeros((1000, OBS))
-    u, logp = agent.sample_with_log_prob(state.actor_params, jax.random.key(1), obs, 0.02)
+    u, logp = agent.policy.sample_with_log_prob(state.actor_params, jax.random.key(1), obs, 0.02)
     assert abs(float(jnp.mean(u)) - m) < 0.03 and abs(float(jnp.std(u)) - s) < 0.12 * s
     # The DDIM output of a Gaussian eps is Gaussian (affine steps): fit it and compare.
     fit = jnp.sum(jax.scipy.stats.norm.logpdf(u, jnp.mean(u, 0), jnp.std(u, 0)), -1)
     assert float(jnp.mean(jnp.abs(logp - fit))) < 0.05
     true = jnp.sum(jax.scipy.stats.norm.logpdf(u, m, s), -1)
     assert abs(float(jnp.mean(logp - true))) < 0.1
-    particles = agent.sample_particles(state.actor_params, jax.random.key(2), obs[:500], 0.02, 4)
+    particles = agent.policy.sample(state.actor_params, jax.random.key(2), obs[:500], 0.02, 4)
     assert abs(float(jnp.mean(particles)) - m) < 0.03
     assert abs(float(jnp.std(particles)) - s) < 0.2 * s  # 20-step DDPM: measured 0.338

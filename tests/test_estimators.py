@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from revflow import estimators, paths
-from revflow.agents.posterior import parse_control_variate
+from revflow.agents.configs import parse_control_variate
 from revflow.analytic import GaussianMixture
 from revflow.estimators import (
     PosteriorEstimate,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from revflow.agents.base import Batch
+from revflow.agents.critics import CriticEnsemble
 from revflow.agents.registry import make_agent, make_config
 from revflow.agents.rfm import RFM, RFMConfig
 
@@ -73,13 +74,11 @@ def test_actor_loss_reduction_mean_is_sum_over_dims():
     mean_agent, sum_agent = _agent(), _agent(actor_loss_reduction="sum")
     state = mean_agent.init(jax.random.PRNGKey(0))
     batch = _batch()
-    lam = mean_agent.temperature(state.step)
-    t, u_t = mean_agent.noisy_points(jax.random.PRNGKey(1), jax.random.PRNGKey(2), batch.action)
-    post = mean_agent.posterior(state.critic_params, jax.random.PRNGKey(3), batch.obs, u_t, t, lam)
-    args = (state.actor_params, batch.obs, t, u_t, post, lam)
-    np.testing.assert_allclose(
-        float(sum_agent.actor_loss(*args)), ACT * float(mean_agent.actor_loss(*args)), rtol=1e-6
-    )
+    keys = tuple(jax.random.split(jax.random.PRNGKey(1), 4))
+    inputs, _ = mean_agent.objective.actor_inputs(state, state.critic_params, batch, keys)
+    mean_loss = mean_agent.objective.actor_loss(state.actor_params, inputs)[0]
+    sum_loss = sum_agent.objective.actor_loss(state.actor_params, inputs)[0]
+    np.testing.assert_allclose(float(sum_loss), ACT * float(mean_loss), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -118,8 +117,8 @@ def test_best_of_n_picks_highest_q_particle():
     key = jax.random.key(5)
     chosen = agent.act(state, key, obs, "best-of-n")
     k_particles, _ = jax.random.split(key)
-    u = agent.sample_particles(state.actor_params, k_particles, obs, agent.temperature(0), 16)
-    q = agent.q_min(state.critic_params, obs[:, None], jnp.tanh(u))
+    u = agent.policy.sample(state.actor_params, k_particles, obs, agent.temperature(0), 16)
+    q = agent.critic.q_min(state.critic_params, obs[:, None], jnp.tanh(u))
     best = jnp.tanh(u[jnp.arange(3), jnp.argmax(q, axis=1)])
     np.testing.assert_allclose(chosen, best, rtol=1e-6)
 
@@ -168,11 +167,14 @@ def test_actor_moves_policy_toward_high_q():
     state = agent.init(jax.random.key(0))
     a_star = jnp.array([0.5, -0.3])
 
-    def quadratic_q(params, obs, action):
-        lead = jnp.broadcast_shapes(obs.shape[:-1], action.shape[:-1])
-        return -jnp.sum((action - a_star) ** 2, axis=-1) * jnp.ones(lead)
+    class QuadraticCritic(CriticEnsemble):
+        def q_min(self, params, obs, action):
+            lead = jnp.broadcast_shapes(obs.shape[:-1], action.shape[:-1])
+            return -jnp.sum((action - a_star) ** 2, axis=-1) * jnp.ones(lead)
 
-    agent.q_min = quadratic_q  # type: ignore[method-assign]
+    c = agent.critic
+    agent.critic = QuadraticCritic(c.net, c.optimizer, c.per_critic)
+    agent.objective = RFM.make_objective(agent)
     obs = jnp.zeros((256, OBS))
 
     def dist(s):

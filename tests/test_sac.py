@@ -11,8 +11,9 @@ import pytest
 from scipy import stats
 
 from revflow.agents.base import Batch
+from revflow.agents.policies import squashed_gaussian as _squashed_gaussian
 from revflow.agents.registry import available, get_agent_class, make_agent, make_config
-from revflow.agents.sac import SAC, SACConfig, _squashed_gaussian
+from revflow.agents.sac import SAC, SACConfig
 
 OBS, ACT, B = 5, 2, 64
 
@@ -103,10 +104,10 @@ def test_log_std_bounds_clip_or_tanh() -> None:
     for preset, (lo, hi) in (("reference", (-20.0, 2.0)), ("standard", (-5.0, 2.0))):
         agent = make_agent("sac", make_config("sac", preset), OBS, ACT)
         state = agent.init(jax.random.PRNGKey(0))
-        _, log_std = agent._dist(state.actor_params, obs)
+        _, log_std = agent.policy.dist(state.actor_params, obs)
         assert float(log_std.min()) >= lo and float(log_std.max()) <= hi
     clip = make_agent("sac", make_config("sac", "reference"), OBS, ACT)
-    _, log_std = clip._dist(clip.init(jax.random.PRNGKey(0)).actor_params, obs)
+    _, log_std = clip.policy.dist(clip.init(jax.random.PRNGKey(0)).actor_params, obs)
     assert float(log_std.max()) == 2.0  # a hard clip reaches the bound
 
 

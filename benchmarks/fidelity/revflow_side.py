@@ -5,8 +5,8 @@ The agents are revflow's defaults (``--preset reference``) at the sizes of ``spe
 ``--preset revflow`` selects revflow's earlier variants (rfm and sac both have that preset),
 which shows the departures the defaults removed. Gradients are read with a recording
 optimiser chained after revflow's own clipping transform (``agents.common.gradient_clipping``
-with the config's scope), through ``agents.common.critic_td_step`` and the agents'
-``actor_loss`` / ``alpha_loss``.
+with the config's scope), through ``agents.critics.critic_td_step`` and the agents'
+objectives' ``actor_loss`` (and sac's ``alpha_loss``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,13 @@ import mapping
 from spec import SIZES, flatten, unflatten
 
 from revflow.agents.base import Batch
-from revflow.agents.common import critic_td_step, gradient_clipping
+from revflow.agents.common import gradient_clipping
+from revflow.agents.critics import critic_td_step
+from revflow.agents.posterior import posterior_mean
 from revflow.agents.registry import make_agent, make_config
+from revflow.agents.sac import alpha_loss
 from revflow.engine import TrainConfig
+from revflow.losses import regression_target
 
 
 def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
@@ -206,35 +210,36 @@ def _rfm_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
     t, u_t = inp["t"], inp["u_t"]
     lam = agent.temperature(state.step)
 
-    out["rfm/velocity_net"] = agent.velocity_net.apply(actor, t, u_t, batch.obs, lam)
-    out["rfm/critic_q"] = agent.critic_net.apply(critic, batch.obs, batch.action)
-    out["rfm/critic_q_min"] = agent.q_min(critic, batch.obs, batch.action)
+    out["rfm/velocity_net"] = agent.policy.net.apply(actor, t, u_t, batch.obs, lam)
+    out["rfm/critic_q"] = agent.critic.net.apply(critic, batch.obs, batch.action)
+    out["rfm/critic_q_min"] = agent.critic.q_min(critic, batch.obs, batch.action)
     out["rfm/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
     key_next = inp["key_next"]
-    latent, _ = agent._policy_latent(state, key_next, batch.next_obs, "boltzmann")
+    latent, _ = agent.latent(state, key_next, batch.next_obs, "boltzmann")
     out["rfm/td_next_latent"] = latent
-    target, _ = agent._td_target(state, key_next, batch, lam)
+    target, _ = agent.objective.td_target(state, batch, key_next)
     out["rfm/td_target"] = target
 
     per_critic = cfg.critic_clip == "per-critic"
     for tag, clip in (("", 0.0), ("_clipped", s["small_clip"])):
         opt = optax.chain(gradient_clipping(clip, cfg.critic_clip), recorder())
         _, opt_state, metrics = critic_td_step(
-            agent.critic_net, opt, critic, opt.init(critic), batch, target, per_critic=per_critic
+            agent.critic.net, opt, critic, opt.init(critic), batch, target, per_critic=per_critic
         )
         out[f"rfm/critic_loss{tag}"] = metrics["critic_loss"][None]
         grads_out[f"critic{tag}"] = opt_state[1]
 
-    post = agent.posterior(critic, inp["key_post"], batch.obs, u_t, t, lam)
+    post = posterior_mean(agent, critic, inp["key_post"], batch.obs, u_t, t, lam)
     out["rfm/posterior_mu1"] = post.x1
     out["rfm/posterior_mu0"] = post.x0
     out["rfm/posterior_ess"] = post.ess
     out["rfm/posterior_cv_coefficient_mean"] = jnp.mean(post.coefficient, axis=-1)
-    out["rfm/regression_target"] = agent.regression_target(t, u_t, post)
-
-    loss, grads = jax.value_and_grad(lambda p: agent.actor_loss(p, batch.obs, t, u_t, post, lam))(
-        actor
+    out["rfm/regression_target"] = regression_target(
+        agent.policy.path, t, u_t, post.x1, agent.policy.parameterisation
     )
+
+    inputs = (batch.obs, t, u_t, post.x1, lam)
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
     for tag, clip in (("", 0.0), ("_clipped", s["small_clip"])):
         out[f"rfm/actor_loss{tag}"] = loss[None]
         grads_out[f"actor{tag}"] = recorded_grads(gradient_clipping(clip, "global"), grads)
@@ -290,20 +295,20 @@ def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
     batch = _batch(inp, "sac_")
     alpha = jnp.exp(log_alpha)
 
-    out["sac/actor_net"] = agent.actor_net.apply(actor, batch.obs)
-    out["sac/critic_q"] = agent.critic_net.apply(critic, batch.obs, batch.action)
+    out["sac/actor_net"] = agent.policy.net.apply(actor, batch.obs)
+    out["sac/critic_q"] = agent.critic.net.apply(critic, batch.obs, batch.action)
     out["sac/eval_action_mean"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
-    action, logp = agent.sample(actor, batch.obs, inp["key_sample"])
+    action, logp = agent.policy.sample(actor, batch.obs, inp["key_sample"])
     out["sac/sample_action"], out["sac/sample_log_prob"] = action, logp
-    out["sac/sample_action_wide_states"] = agent.sample(actor, inp["wide_obs"], inp["key_sample"])[
-        0
-    ]
-    target = agent.td_target(state, batch, inp["key_next"])
+    out["sac/sample_action_wide_states"] = agent.policy.sample(
+        actor, inp["wide_obs"], inp["key_sample"]
+    )[0]
+    target, _ = agent.objective.td_target(state, batch, inp["key_next"])
     out["sac/td_target"] = target
 
     opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), recorder())
     _, opt_state, metrics = critic_td_step(
-        agent.critic_net,
+        agent.critic.net,
         opt,
         critic,
         opt.init(critic),
@@ -313,12 +318,13 @@ def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
     )
     out["sac/critic_loss"] = metrics["critic_loss"][None]
 
-    (loss, logp_pi), grads = jax.value_and_grad(agent.actor_loss, has_aux=True)(
-        actor, critic, batch.obs, alpha, inp["key_actor"]
+    inputs = (critic, batch.obs, alpha, inp["key_actor"])
+    (loss, logp_pi), grads = jax.value_and_grad(agent.objective.actor_loss, has_aux=True)(
+        actor, inputs
     )
     out["sac/actor_loss"], out["sac/actor_log_prob"] = loss[None], logp_pi
-    alpha_loss, alpha_grad = jax.value_and_grad(agent.alpha_loss)(log_alpha, logp_pi)
-    out["sac/alpha_loss"], out["sac/alpha_grad"] = alpha_loss[None], alpha_grad[None]
+    temp_loss, alpha_grad = jax.value_and_grad(lambda la: alpha_loss(agent, la, logp_pi))(log_alpha)
+    out["sac/alpha_loss"], out["sac/alpha_grad"] = temp_loss[None], alpha_grad[None]
     actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm), grads)
     return out, {"critic": opt_state[1], "actor": actor_grads}
 

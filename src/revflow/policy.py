@@ -172,11 +172,10 @@ def load_policy(path: str | Path, mode: str = "best-of-n", seed: int = 0) -> Pol
             f"{POLICY_FORMAT!r}); a run directory loads with revflow.load"
         )
     cls = get_agent_class(extra["algo"])
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(extra["agent"]) - fields)
-    if unknown:
-        raise CheckpointError(f"{path}: saved {cls.Config.__name__} has unknown fields {unknown}")
-    config = cls.Config(**{k: _tuplify(v) for k, v in extra["agent"].items()})
+    try:
+        config = cls.Config.from_dict(extra["agent"])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     agent = cls(config, int(extra["obs_dim"]), int(extra["act_dim"]))
     template = acting_params(jax.eval_shape(agent.init, jax.random.key(0)))
     params, _ = restore_checkpoint(path, template, step)

@@ -68,7 +68,7 @@ def config_dict(
     """The content of ``config.json``: both configs and the values they resolve to."""
     return {
         cfg.SECTION: dataclasses.asdict(cfg),
-        "agent": dataclasses.asdict(agent_cfg),
+        "agent": agent_cfg.to_dict(),
         "resolved": resolved,
     }
 
@@ -123,13 +123,10 @@ def configs_from_dict(
     if unknown:
         raise ConfigMismatchError(f"{where}saved {section} config has unknown fields {unknown}")
     cfg = loop_cls(**{**loop_cls.LEGACY_DEFAULTS, **d[section]})
-    cls = get_agent_class(cfg.algo).Config
-    unknown = sorted(set(d["agent"]) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ConfigMismatchError(f"{where}saved {cls.__name__} has unknown fields {unknown}")
-    saved = {**cls.LEGACY_DEFAULTS, **d["agent"]}
-    agent_cfg = cls(**{k: tuplify(v) for k, v in saved.items()})
-    agent_cfg.validate()
+    try:
+        agent_cfg = get_agent_class(cfg.algo).Config.from_dict(d["agent"])
+    except ValueError as err:
+        raise ConfigMismatchError(f"{where}{err}") from None
     return cfg, agent_cfg
 
 

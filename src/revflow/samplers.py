@@ -26,6 +26,12 @@ Conditioning on ``x1`` gives the posterior ``q(x_{t'} | x_t, x1) = N(mean, var I
 
 The last form uses the eps-prediction directly and never divides by a small ``alpha_t``.
 For VP paths it is DDPM; for VE (``alpha = 1``) it is the SMLD ancestral sampler.
+
+Clipped samplers. A policy whose actions live in a box can keep its diffusion sampler inside
+it: ``clip="iterate"`` clips the iterate after every step (QSM's ``clip_sampler``),
+``clip="endpoint"`` clips the predicted endpoint ``x1_hat = (x_t - beta_t eps) / alpha_t`` at
+every step and steps to the posterior mean given it (DDPM's ``clip_denoised``, DACER); the
+last step lands on the clipped ``x1_hat`` either way.
 """
 
 from __future__ import annotations
@@ -42,10 +48,13 @@ ArrayLike = jax.typing.ArrayLike
 ModelFn = Callable[[Array, Array], Array]
 
 __all__ = [
+    "CLIP_MODES",
     "ddim_sample",
+    "ddim_step",
     "ddpm_sample",
     "flow_ode_sample",
     "flow_ode_trajectory",
+    "flow_step",
     "select_argmax",
     "select_boltzmann",
 ]
@@ -77,7 +86,8 @@ def _float(x: ArrayLike) -> Array:
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
-def _flow_step(method: str, velocity_fn: ModelFn) -> Callable[[Array, Array, Array], Array]:
+def flow_step(method: str, velocity_fn: ModelFn) -> Callable[[Array, Array, Array], Array]:
+    """One step ``x(t) -> x(t_next)`` of the flow ODE: ``step(x, t, t_next)``, Euler or Heun."""
     if method not in FLOW_METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(FLOW_METHODS)}")
 
@@ -107,7 +117,7 @@ def flow_ode_trajectory(
     is ``x0`` and entry ``num_steps`` the returned sample.
     """
     _check_steps(num_steps)
-    step = _flow_step(method, velocity_fn)
+    step = flow_step(method, velocity_fn)
     x0 = _float(x0)
     ts = _time_grid(t_start, t_end, num_steps, x0.dtype)
 
@@ -139,7 +149,7 @@ def flow_ode_sample(
     is counted once); worth it for the few steps of a policy, not for 100-step diffusion.
     """
     _check_steps(num_steps)
-    step = _flow_step(method, velocity_fn)
+    step = flow_step(method, velocity_fn)
     x0 = _float(x0)
     ts = _time_grid(t_start, t_end, num_steps, x0.dtype)
 
@@ -157,6 +167,38 @@ def _coefs(path: Path, t: Array, t_next: Array) -> tuple[Array, ...]:
     return a_t, b_t, a_n, b_n, ratio, s2
 
 
+#: Ways of keeping a diffusion sampler in a box (:func:`ddpm_sample`, :func:`ddim_sample`).
+CLIP_MODES: tuple[str, ...] = ("iterate", "endpoint")
+
+
+def _check_clip(clip: str | None) -> None:
+    if clip is not None and clip not in CLIP_MODES:
+        raise ValueError(f"unknown clip {clip!r}; expected None or one of {CLIP_MODES}")
+
+
+def ddim_step(
+    path: Path,
+    eps_fn: ModelFn,
+    x: Array,
+    t: Array,
+    t_next: Array,
+    clip: str | None = None,
+    bound: float = 1.0,
+) -> Array:
+    """One deterministic DDIM step (``eta = 0``) from ``t`` to ``t_next``:
+    ``alpha_{t'} (x - beta_t eps) / alpha_t + beta_{t'} eps``. ``clip="endpoint"`` clips
+    ``x1_hat`` to ``[-bound, bound]`` and re-derives eps from it; ``"iterate"`` clips the
+    result."""
+    a_t, b_t, a_n, b_n, _, _ = _coefs(path, t, t_next)
+    eps = eps_fn(t, x)
+    if clip == "endpoint":
+        x1_hat = jnp.clip((x - b_t * eps) / a_t, -bound, bound)
+        eps_hat = (x - a_t * x1_hat) / b_t
+        return a_n * x1_hat + b_n * eps_hat
+    out = a_n * (x - b_t * eps) / a_t + b_n * eps
+    return jnp.clip(out, -bound, bound) if clip == "iterate" else out
+
+
 def ddpm_sample(
     eps_fn: ModelFn,
     key: Array,
@@ -165,6 +207,8 @@ def ddpm_sample(
     num_steps: int,
     t_start: ArrayLike = DIFFUSION_T_START,
     t_end: ArrayLike = 1.0,
+    clip: str | None = None,
+    bound: float = 1.0,
 ) -> Array:
     """Ancestral sampling: ``x_{t'} ~ q(x_{t'} | x_t, x1_hat(x_t))`` on a uniform t grid.
 
@@ -175,20 +219,30 @@ def ddpm_sample(
     ``VPLinear`` and ``VE``. The default ``t_start = 1e-3`` avoids ``alpha_t = 0`` (VPCosine
     and the linear path have ``alpha_0 = 0``); ``t_end = 1`` ends on the (noise-free) mean, which
     for ``beta_1 = 0`` is ``x1_hat``.
+
+    ``clip`` keeps the sampler in the box ``[-bound, bound]`` (module docstring, "Clipped
+    samplers"): ``"iterate"`` clips x after every step, ``"endpoint"`` clips the predicted
+    endpoint ``x1_hat`` at every step and steps to the posterior mean given it.
     """
     _check_steps(num_steps)
+    _check_clip(clip)
     x_init = _float(x_init)
     ts = _time_grid(t_start, t_end, num_steps, x_init.dtype)
     keys = jax.random.split(key, num_steps)
 
     def body(k, x):
         t, t_next = ts[k], ts[k + 1]
-        _, b_t, _, b_n, ratio, s2 = _coefs(path, t, t_next)
+        a_t, b_t, a_n, b_n, ratio, s2 = _coefs(path, t, t_next)
         eps = eps_fn(t, x)
-        mean = (x - (s2 / b_t) * eps) / ratio
+        if clip == "endpoint":
+            x1_hat = jnp.clip((x - b_t * eps) / a_t, -bound, bound)
+            mean = (s2 / b_t**2) * a_n * x1_hat + (ratio * b_n**2 / b_t**2) * x
+        else:
+            mean = (x - (s2 / b_t) * eps) / ratio
         std = jnp.sqrt(s2) * b_n / b_t
         noise = jax.random.normal(keys[k], x.shape, x.dtype)
-        return mean + std * noise
+        out = mean + std * noise
+        return jnp.clip(out, -bound, bound) if clip == "iterate" else out
 
     return jax.lax.fori_loop(0, num_steps, body, x_init)
 
@@ -202,6 +256,8 @@ def ddim_sample(
     t_end: ArrayLike = 1.0,
     eta: float = 0.0,
     key: Array | None = None,
+    clip: str | None = None,
+    bound: float = 1.0,
 ) -> Array:
     """DDIM: ``x_{t'} = alpha_{t'} x1_hat + sqrt(beta_{t'}^2 - sigma^2) eps_hat + sigma z``.
 
@@ -209,9 +265,12 @@ def ddim_sample(
     the ancestral posterior variance of :func:`ddpm_sample`. ``eta = 0`` (default) is
     deterministic: the DDIM discretisation of the probability-flow ODE; ``eta = 1`` has the
     ancestral sampler's noise level (then ``key`` is required). Arguments and time defaults as
-    in :func:`ddpm_sample`.
+    in :func:`ddpm_sample`; ``clip`` as there (with ``eta = 0``; :func:`ddim_step`).
     """
     _check_steps(num_steps)
+    _check_clip(clip)
+    if clip is not None and eta > 0:
+        raise ValueError(f"ddim_sample with clip={clip!r} needs eta=0, got eta={eta}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got eta={eta}")
     if eta > 0 and key is None:
@@ -222,11 +281,11 @@ def ddim_sample(
 
     def body(k, x):
         t, t_next = ts[k], ts[k + 1]
+        if keys is None:
+            return ddim_step(path, eps_fn, x, t, t_next, clip, bound)
         a_t, b_t, a_n, b_n, _, s2 = _coefs(path, t, t_next)
         eps = eps_fn(t, x)
         x1_hat = (x - b_t * eps) / a_t
-        if keys is None:
-            return a_n * x1_hat + b_n * eps
         sigma = eta * jnp.sqrt(s2) * b_n / b_t
         dir_scale = jnp.sqrt(jnp.maximum(b_n**2 - sigma**2, 0.0))
         noise = jax.random.normal(keys[k], x.shape, x.dtype)

@@ -46,6 +46,9 @@ class AgentConfig:
     #: Values of fields that configs saved before those fields existed lack (the behaviour
     #: those runs had); a saved config is read as ``{**LEGACY_DEFAULTS, **saved}``.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: Fields that configs saved before the config parts carried but this agent never read;
+    #: :meth:`from_dict` drops them (their value had no effect).
+    DROPPED: ClassVar[frozenset[str]] = frozenset()
 
     #: Discount factor of the TD target. Declared here so that the training loops read it typed.
     gamma: float = 0.99
@@ -54,6 +57,24 @@ class AgentConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending field and value."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat dict saved as a run's ``config.json`` "agent" section."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The validated config of a saved flat dict (``{**LEGACY_DEFAULTS, **d}``, lists as
+        tuples, :attr:`DROPPED` fields removed); an unknown field is a ``ValueError``
+        naming it."""
+        saved = {k: v for k, v in {**cls.LEGACY_DEFAULTS, **d}.items() if k not in cls.DROPPED}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - fields)
+        if unknown:
+            raise ValueError(f"saved {cls.__name__} has unknown fields {unknown}")
+        config = cls(**{k: _tuplify(v) for k, v in saved.items()})
+        config.validate()
+        return config
 
     @classmethod
     def from_preset(cls, preset: str = "reference", **overrides: Any):
@@ -72,6 +93,10 @@ class AgentConfig:
         config = cls(**{**cls.PRESETS[preset], **overrides})
         config.validate()
         return config
+
+
+def _tuplify(value: Any) -> Any:
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
 
 
 def require(condition: bool, field: str, value: Any, what: str) -> None:

@@ -1,5 +1,5 @@
-"""Pieces every actor-critic agent shares: optimisers, one gradient step, the twin-critic TD
-step and the end-of-update state (Polyak targets, step count).
+"""Pieces every actor-critic agent shares: optimisers, one gradient step and the end-of-update
+state (Polyak targets, step count).
 
 One copy here instead of one per agent. All functions are pure and jittable.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from revflow.agents.base import Array, Batch, Metrics
+from revflow.agents.base import Array
 
 #: Scopes of critic gradient clipping: one global norm over the whole ensemble, or each
 #: member's own norm (the authors' code clips every critic of its ensemble separately).
@@ -117,41 +116,3 @@ def advance(
         step=state.step + 1,
         **extra,
     )
-
-
-def critic_td_step(
-    critic_net: nn.Module,
-    optimizer: optax.GradientTransformation,
-    params: Any,
-    opt_state: Any,
-    batch: Batch,
-    target: Array,
-    per_critic: bool = False,
-) -> tuple[Any, Any, Metrics]:
-    """One gradient step of every critic in the ensemble on ``(Q_k(s, a) - target)^2``.
-
-    ``target`` (B,) is treated as a constant. The differentiated loss is the squared TD
-    error averaged over batch and ensemble, or with ``per_critic`` summed over the ensemble
-    (so that critic k's gradient is that of its OWN mean squared error, as in the authors'
-    code; pair it with per-critic clipping). Returns the new params, optimiser state and
-    metrics ``critic_loss`` (mean squared TD error over batch, averaged over the ensemble),
-    ``q_mean``, ``q_std``, ``target_q_mean`` and ``critic_grad_norm`` (before clipping).
-    """
-    target = jax.lax.stop_gradient(target)
-
-    def loss_fn(p: Any) -> tuple[Array, Array]:
-        q = critic_net.apply(p, batch.obs, batch.action)  # (num_critics, B)
-        if per_critic:
-            return jnp.sum(jnp.mean((q - target[None]) ** 2, axis=-1)), q
-        return jnp.mean((q - target[None]) ** 2), q
-
-    step = gradient_step(loss_fn, optimizer, params, opt_state, has_aux=True)
-    loss = step.loss / step.aux.shape[0] if per_critic else step.loss
-    metrics = {
-        "critic_loss": loss,
-        "q_mean": jnp.mean(step.aux),
-        "q_std": jnp.std(step.aux),
-        "target_q_mean": jnp.mean(target),
-        "critic_grad_norm": step.grad_norm,
-    }
-    return step.params, step.opt_state, metrics

@@ -1,4 +1,4 @@
-"""DACER (Wang et al. NeurIPS 2024) in the shared posterior-target agent's policy and critic.
+"""DACER (Wang et al. NeurIPS 2024) on the shared diffusion policy and critic.
 
 Baselines note, "Backpropagation through the sampler". The diffusion policy is trained like a
 deterministic actor: the action is a differentiable function of the state and of the
@@ -8,7 +8,7 @@ reverse steps of the DDPM sampler,
     L(theta) = - E_{s ~ D, xi} min_k Q_k(s, tanh u_theta(s, xi)),
 
 u_theta(s, xi) the latent output of the ``num_flow_steps``-step DDPM sampler
-(:meth:`PosteriorTargetAgent.sample_particles`, one particle) driven by the fixed noise xi
+(:meth:`revflow.agents.policies.LatentPolicy.sample`, one particle) driven by the fixed noise xi
 (start draw and per-step noises); the gradient flows through the network at every step.
 Data collection adds Gaussian noise of std ``explore_noise * alpha`` to one policy sample
 (clipped to [-1, 1]). alpha = exp(log_alpha) takes one Adam step per update on
@@ -32,23 +32,23 @@ reverse step before forming the posterior mean (DDPM's ``clip_denoised``), so th
 lands on a clipped x0_hat; the noisy action is clipped to [-1, 1] again. Here the predicted
 endpoint u1_hat = (u - beta_t eps) / alpha_t is clipped to the latent box |u_j| <=
 atanh(0.999) ~ 3.8 at every step (``clip_denoised``, default True;
-:mod:`revflow.agents.clipped`). Without it the latent ran away on Pendulum (seed 2: |u| ~
-1.7e3 from 2000 steps on, every action -1, tanh'(u) = 0 in float32 so the actor gradient was
-exactly 0 and the policy froze; return -1429). As in the original, a sample clipped at the
-edge of the box passes no gradient through the clip.
+:func:`revflow.samplers.ddpm_sample`, ``clip``). Without it the latent ran away on
+Pendulum (seed 2: |u| ~ 1.7e3 from 2000 steps on, every action -1, tanh'(u) = 0 in float32
+so the actor gradient was exactly 0 and the policy froze; return -1429). As in the original,
+a sample clipped at the edge of the box passes no gradient through the clip.
 
 Departures: (1) the entropy estimate is a single Gaussian fit per state (on a few states)
 instead of DACER's 3-component Gaussian mixture: cheaper and jittable; it upper-bounds the
 mixture's entropy for multimodal policies; (2) the policy network is RFM's
 :class:`revflow.networks.VelocityNet` (eps-prediction, VP cosine path, t_min 0.02 as in
-qne/sdac, see posterior.py) instead of 3x256 mish, and the critic and its TD step are RFM's;
+qne/sdac, see :mod:`revflow.agents.policies`) instead of 3x256 mish, and the critic and
+its TD step are RFM's;
 (3) the policy lives in the tanh latent (action = tanh u), the sampler's endpoint clipped to
 the latent box |u| <= atanh(0.999) instead of x0_hat to [-1, 1]; (4) the TD
 next action is one plain policy sample (no noise, no entropy term); (5) init_alpha 1 and
 alpha_lr 3e-4 are our choices (not fixed by the note); (6) the actor loss takes Q of the
 noise-free sample; the authors' code adds the exploration noise and clips before Q.
-``lam`` only conditions the network (fixed); ``num_reverse_samples`` and the control-variate
-fields are unused.
+``lam`` only conditions the network (fixed).
 """
 
 from __future__ import annotations
@@ -62,13 +62,30 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from revflow.agents.base import Array, Batch, Metrics, require
-from revflow.agents.clipped import ClippedSamplerAgent
-from revflow.agents.common import advance, critic_td_step, gradient_step
-from revflow.agents.posterior import DiffusionConfig, Pick, PosteriorState
-from revflow.agents.registry import register
+from revflow.agents.actor_critic import Objective, TemperatureState, temperature_init
+from revflow.agents.base import Array, Batch, require
+from revflow.agents.common import GradientStep, gradient_step
+from revflow.agents.configs import (
+    FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
+    CriticFields,
+    DiffusionPolicyFields,
+    OptimiserFields,
+    Pick,
+    PickFields,
+    TemperatureFields,
+)
+from revflow.agents.critics import td_target
+from revflow.agents.generative import GenerativeAgent
 
-__all__ = ["DACER", "DACERConfig", "DACERState", "gaussian_fit_entropy"]
+__all__ = [
+    "DACER",
+    "DACERConfig",
+    "DACERState",
+    "dacer_objective",
+    "estimate_entropy",
+    "gaussian_fit_entropy",
+]
 
 #: Ridge added to the fitted covariance before log det (keeps a collapsed policy finite).
 ENTROPY_RIDGE = 1e-6
@@ -85,7 +102,9 @@ def gaussian_fit_entropy(samples: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DACERConfig(DiffusionConfig):
+class DACERConfig(
+    TemperatureFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields
+):
     """DACER defaults (module docstring); the rest is RFM's critic and network."""
 
     explore_pick: Pick = "sample"
@@ -106,20 +125,16 @@ class DACERConfig(DiffusionConfig):
     #: States of the batch the entropy is estimated on.
     entropy_states: int = 4
     #: Clip the predicted endpoint u1_hat to the latent box |u| <= atanh(0.999) at every
-    #: sampler step, as DACER clips x0_hat to [-1, 1] (:mod:`revflow.agents.clipped`).
+    #: sampler step, as DACER clips x0_hat to [-1, 1] (``samplers.ddpm_sample``, ``clip``).
     clip_denoised: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Fewer steps and a narrower net, as the other diffusion baselines' fast presets.
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 10,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-            "entropy_every": 1000,
-        },
+        "fast": {**FAST_DIFFUSION, "entropy_every": 1000},
     }
+    #: Fields of configs saved before the config parts, never read by DACER.
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS
 
     def validate(self) -> None:
         super().validate()
@@ -145,21 +160,76 @@ class DACERConfig(DiffusionConfig):
 
 
 @flax.struct.dataclass
-class DACERState(PosteriorState):
-    """PosteriorState plus the learned alpha and the last entropy estimate."""
+class DACERState(TemperatureState):
+    """TemperatureState plus the last entropy estimate."""
 
-    log_alpha: Array
-    alpha_opt: Any
     entropy: Array
 
 
-@register
-class DACER(ClippedSamplerAgent):
+def estimate_entropy(agent: DACER, state: DACERState, key: Array, obs: Array) -> Array:
+    """Mean over ``entropy_states`` states of the Gaussian-fit entropy of ``entropy_samples``
+    noisy actions tanh(u) + explore_noise * alpha * z each."""
+    c = agent.config
+    obs = obs[: c.entropy_states]
+    k_u, k_z = jax.random.split(key)
+    lam = agent.temperature_of(state)
+    u = agent.policy.sample(state.actor_params, k_u, obs, lam, c.entropy_samples)
+    z = jax.random.normal(k_z, u.shape, u.dtype)
+    actions = jnp.tanh(u) + agent.explore_std(state) * z
+    return jnp.mean(gaussian_fit_entropy(jax.lax.stop_gradient(actions)))
+
+
+def dacer_objective(agent: DACER) -> Objective:
+    """DACER's losses (module docstring): the actor maximises min_k Q_k(s, tanh u_theta(s, xi))
+    through every sampler step; then log_alpha takes a step on
+    log_alpha * stop_grad(H_hat - target_entropy), H_hat refit every ``entropy_every``."""
+    c, policy, critic = agent.config, agent.policy, agent.critic
+
+    def split(key: Array) -> tuple[Any, Any, Any]:
+        return tuple(jax.random.split(key, 3))
+
+    def critic_target(state: DACERState, batch: Batch, key: Array) -> tuple[Array, dict]:
+        u_next, _ = agent.latent(state, key, batch.next_obs, c.train_pick)
+        next_q = critic.q_min(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
+        return td_target(batch, next_q, c.reward_scale), {}
+
+    def actor_inputs(state: DACERState, critic_params: Any, batch: Batch, key: Array):
+        return (critic_params, batch.obs, key, agent.temperature_of(state)), {}
+
+    def actor_loss(params: Any, inputs: Any) -> tuple[Array, Array]:
+        """``(-mean min_k Q_k(s, tanh u_theta(s, xi)), min-Q per state)``; the key fixes xi."""
+        critic_params, obs, key, lam = inputs
+        u = policy.sample(params, key, obs, lam, 1)[:, 0]
+        q = critic.q_min(critic_params, obs, jnp.tanh(u))
+        return -jnp.mean(q), q
+
+    def temperature_step(state: DACERState, actor: GradientStep, batch: Batch, key: Array):
+        entropy = jax.lax.cond(
+            state.step % c.entropy_every == 0,
+            lambda: estimate_entropy(agent, state, key, batch.obs),
+            lambda: state.entropy,
+        )
+        gap = jax.lax.stop_gradient(entropy - agent.target_entropy)
+        step = gradient_step(lambda la: la * gap, agent.alpha_opt, state.log_alpha, state.alpha_opt)
+        fields = {"log_alpha": step.params, "alpha_opt": step.opt_state, "entropy": entropy}
+        metrics = {
+            "policy_q_mean": jnp.mean(actor.aux),
+            "alpha": jnp.exp(state.log_alpha),
+            "alpha_loss": step.loss,
+            "entropy": entropy,
+        }
+        return fields, metrics
+
+    return Objective(split, critic_target, actor_inputs, actor_loss, temperature_step)
+
+
+class DACER(GenerativeAgent):
     """Backpropagation through the diffusion sampler with entropy-tuned noise (module doc)."""
 
     name = "dacer"
     Config = DACERConfig
     State = DACERState
+    make_objective = dacer_objective
     METRICS: ClassVar[dict[str, str]] = {
         "critic_loss": "mean squared TD error, averaged over the critic ensemble",
         "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
@@ -177,99 +247,18 @@ class DACER(ClippedSamplerAgent):
     config: DACERConfig
 
     def __init__(self, config: DACERConfig, obs_dim: int, act_dim: int):
-        super().__init__(config, obs_dim, act_dim)
         self.alpha_opt = optax.adam(config.alpha_lr)
         self.target_entropy = float(config.target_entropy_scale * act_dim)
+        super().__init__(config, obs_dim, act_dim)
 
-    def _extra_state(self, key: Array) -> dict[str, Any]:
-        log_alpha = jnp.asarray(math.log(self.config.init_alpha), jnp.float32)
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "log_alpha": log_alpha,
-            "alpha_opt": self.alpha_opt.init(log_alpha),
+            **temperature_init(self.config.init_alpha, self.alpha_opt),
             "entropy": jnp.zeros((), jnp.float32),
         }
 
     def sampler_clip(self) -> str | None:
         return "endpoint" if self.config.clip_denoised else None
 
-    def noise_std(self, log_alpha: Array) -> Array:
-        return self.config.explore_noise * jnp.exp(log_alpha)
-
-    def act(self, state: DACERState, key: Array, obs: Array, mode: str = "explore") -> Array:
-        a = super().act(state, key, obs, mode)
-        if mode != "explore":
-            return a
-        noise = jax.random.normal(jax.random.fold_in(key, 1), a.shape, a.dtype)
-        return jnp.clip(a + self.noise_std(state.log_alpha) * noise, -1.0, 1.0)
-
-    def actor_loss(
-        self, actor_params: Any, critic_params: Any, obs: Array, key: Array, lam: Array
-    ) -> tuple[Array, Array]:
-        """``(-mean min_k Q_k(s, tanh u_theta(s, xi)), min-Q per state)``; ``key`` fixes xi.
-        Differentiable in ``actor_params`` through every sampler step."""
-        u = self.sample_particles(actor_params, key, obs, lam, 1)[:, 0]
-        q = self.q_min(critic_params, obs, jnp.tanh(u))
-        return -jnp.mean(q), q
-
-    def estimate_entropy(self, state: DACERState, key: Array, obs: Array) -> Array:
-        """Mean over ``entropy_states`` states of the Gaussian-fit entropy of
-        ``entropy_samples`` noisy actions tanh(u) + explore_noise * alpha * z each."""
-        c = self.config
-        obs = obs[: c.entropy_states]
-        k_u, k_z = jax.random.split(key)
-        lam = self.temperature_of(state)
-        u = self.sample_particles(state.actor_params, k_u, obs, lam, c.entropy_samples)
-        z = jax.random.normal(k_z, u.shape, u.dtype)
-        actions = jnp.tanh(u) + self.noise_std(state.log_alpha) * z
-        return jnp.mean(gaussian_fit_entropy(jax.lax.stop_gradient(actions)))
-
-    def alpha_step(self, state: DACERState, entropy: Array) -> tuple[Array, Any, Array]:
-        """One Adam step on log_alpha * stop_grad(entropy - target): new log_alpha, opt, loss."""
-        gap = jax.lax.stop_gradient(entropy - self.target_entropy)
-        step = gradient_step(lambda la: la * gap, self.alpha_opt, state.log_alpha, state.alpha_opt)
-        return step.params, step.opt_state, step.loss
-
-    def update(self, state: DACERState, batch: Batch, key: Array) -> tuple[DACERState, Metrics]:
-        """Critic TD step, actor step through the sampler, entropy refit, alpha step."""
-        c = self.config
-        k_next, k_actor, k_ent = jax.random.split(key, 3)
-        lam = self.temperature_of(state)
-        target, _ = self._td_target(state, k_next, batch, lam)
-        critic_params, critic_opt, metrics = critic_td_step(
-            self.critic_net, self.critic_opt, state.critic_params, state.critic_opt, batch, target
-        )
-
-        actor = gradient_step(
-            lambda p: self.actor_loss(p, critic_params, batch.obs, k_actor, lam),
-            self.actor_opt,
-            state.actor_params,
-            state.actor_opt,
-            has_aux=True,
-        )
-
-        entropy = jax.lax.cond(
-            state.step % c.entropy_every == 0,
-            lambda: self.estimate_entropy(state, k_ent, batch.obs),
-            lambda: state.entropy,
-        )
-        log_alpha, alpha_opt, alpha_loss = self.alpha_step(state, entropy)
-
-        new_state = advance(
-            state,
-            actor=actor,
-            critic_params=critic_params,
-            critic_opt=critic_opt,
-            tau=c.tau,
-            log_alpha=log_alpha,
-            alpha_opt=alpha_opt,
-            entropy=entropy,
-        )
-        metrics.update(
-            actor_loss=actor.loss,
-            actor_grad_norm=actor.grad_norm,
-            policy_q_mean=jnp.mean(actor.aux),
-            alpha=jnp.exp(state.log_alpha),
-            alpha_loss=alpha_loss,
-            entropy=entropy,
-        )
-        return new_state, metrics
+    def explore_std(self, state: DACERState) -> Array:
+        return self.config.explore_noise * jnp.exp(state.log_alpha)

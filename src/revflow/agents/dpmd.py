@@ -20,7 +20,8 @@ next action best of ``num_particles`` by Q and evaluation best of 32 (SDAC's pro
 paper), no exploration noise, reward scale 1.
 
 Departures: (1) the tanh latent with RFM's shared network (eps prediction, time_scale 1000,
-VP cosine, 20 steps) and critic; (2) the sampler starts at t_min = 0.02 (posterior.py
+VP cosine, 20 steps) and critic; (2) the sampler starts at t_min = 0.02
+(:mod:`revflow.agents.policies`
 docstring); (3) one env per update step.
 """
 
@@ -32,12 +33,25 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
+from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, require
-from revflow.agents.posterior import DiffusionConfig, Pick
-from revflow.agents.qvpo import WeightedDenoisingAgent
-from revflow.agents.registry import register
+from revflow.agents.configs import (
+    FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
+    CriticFields,
+    DiffusionPolicyFields,
+    OptimiserFields,
+    TemperatureFields,
+)
+from revflow.agents.generative import GenerativeAgent
+from revflow.agents.weighted_denoising import (
+    WEIGHTED_METRICS,
+    PolicySampleFields,
+    best_of_latent,
+    weighted_denoising_objective,
+)
 
-__all__ = ["DPMD", "DPMDConfig", "dpmd_weights"]
+__all__ = ["DPMD", "DPMDConfig", "dpmd_objective", "dpmd_weights"]
 
 #: Normalised Q is clipped to [-Q_CLIP, Q_CLIP] (published).
 Q_CLIP = 3.0
@@ -50,15 +64,13 @@ def dpmd_weights(q: Array, alpha: float, eps: float = 1e-6) -> tuple[Array, Arra
 
 
 @dataclasses.dataclass(frozen=True)
-class DPMDConfig(DiffusionConfig):
+class DPMDConfig(
+    PolicySampleFields, TemperatureFields, DiffusionPolicyFields, CriticFields, OptimiserFields
+):
     """DPMD defaults (module docstring); ``lam`` only conditions the shared network."""
 
-    #: Best-of-N by Q for acting, evaluation and the TD next action.
+    #: Evaluation: best of 32 by Q; also the behaviour policy's and the TD next action.
     num_particles: int = 32
-    explore_pick: Pick = "best"
-    train_pick: Pick = "best"
-    #: Current-policy samples per state in the weighted denoising loss.
-    num_policy_samples: int = 64
     #: Temperature of the weights exp(clip(z, -3, 3) / alpha).
     alpha: float = 1.0
     #: Added to the per-state std of Q before normalising.
@@ -66,14 +78,10 @@ class DPMDConfig(DiffusionConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 10,
-            "num_policy_samples": 16,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-        },
+        "fast": {**FAST_DIFFUSION, "num_policy_samples": 16},
     }
+    #: Fields of configs saved before the config parts, never read by DPMD.
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS | {"explore_pick", "train_pick"}
 
     def validate(self) -> None:
         super().validate()
@@ -92,14 +100,25 @@ class DPMDConfig(DiffusionConfig):
         require(self.q_norm_eps > 0, "q_norm_eps", self.q_norm_eps, "must be > 0")
 
 
-@register
-class DPMD(WeightedDenoisingAgent):
+def dpmd_objective(agent: DPMD) -> Objective:
+    """Weighted denoising with w_i = exp(clip(z_i, -3, 3) / alpha) (module docstring)."""
+    c = agent.config
+
+    def sample_weights(q: Array) -> tuple[Array, dict[str, Array]]:
+        w, z = dpmd_weights(q, c.alpha, c.q_norm_eps)
+        return w, {"clipped_fraction": jnp.mean((jnp.abs(z) > Q_CLIP).astype(jnp.float32))}
+
+    return weighted_denoising_objective(agent, sample_weights, c.num_particles)
+
+
+class DPMD(GenerativeAgent):
     """DPMD's exponentially weighted denoising loss (module docstring)."""
 
     name = "dpmd"
     Config = DPMDConfig
+    make_objective = dpmd_objective
     METRICS: ClassVar[dict[str, str]] = {
-        **WeightedDenoisingAgent.METRICS,
+        **WEIGHTED_METRICS,
         "actor_loss": "denoising loss weighted by exp(clip(normalised Q, -3, 3) / alpha)",
         "weight_mean": "mean weight exp(clip(z, -3, 3) / alpha) over the policy samples",
         "weight_max": "largest weight in the batch",
@@ -108,6 +127,5 @@ class DPMD(WeightedDenoisingAgent):
 
     config: DPMDConfig
 
-    def sample_weights(self, q: Array) -> tuple[Array, dict[str, Array]]:
-        w, z = dpmd_weights(q, self.config.alpha, self.config.q_norm_eps)
-        return w, {"clipped_fraction": jnp.mean((jnp.abs(z) > Q_CLIP).astype(jnp.float32))}
+    def explore_latent(self, state: Any, key: Array, obs: Array) -> Array:
+        return best_of_latent(self, state, key, obs, self.config.num_particles)

@@ -28,22 +28,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from revflow.agents.posterior import (
+from revflow.agents.configs import (
+    FAST_DIFFUSION,
     Parameterisation,
     PathName,
     Pick,
     Policy,
-    PosteriorTargetAgent,
     SamplerName,
-    SwitchableConfig,
 )
-from revflow.agents.registry import register
+from revflow.agents.generative import GenerativeAgent
+from revflow.agents.posterior import METRICS, SwitchablePosteriorConfig, posterior_objective
 
 __all__ = ["DQS", "DQSConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DQSConfig(SwitchableConfig):
+class DQSConfig(SwitchablePosteriorConfig):
     """DQS / iDEM defaults (module docstring); the rest is RFM's critic and network."""
 
     policy: Policy = "diffusion"
@@ -65,24 +65,18 @@ class DQSConfig(SwitchableConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Measured (README, "Throughput"): fewer samples and steps, narrower net.
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 10,
-            "num_reverse_samples": 32,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-        },
+        "fast": {**FAST_DIFFUSION, "num_reverse_samples": 32},
     }
 
 
-@register
-class DQS(PosteriorTargetAgent):
+class DQS(GenerativeAgent):
     """iDEM-style gradient-expectation targets on a VE path (module docstring)."""
 
     name = "dqs"
     Config = DQSConfig
+    make_objective = posterior_objective
     METRICS: ClassVar[dict[str, str]] = {
-        **PosteriorTargetAgent.METRICS,
+        **METRICS,
         "actor_loss": "eps regression loss ||eps_theta + sigma sum_i w_i grad log p1||^2",
         "policy_q_mean": "mean min_k Q(s, a) of the training endpoints (one policy sample)",
     }

@@ -12,7 +12,7 @@ i.e. ``estimate_posterior_mean_batch(control_variate="none")`` mapped to eps (fo
 (u_t - alpha_t mu1_hat)/beta_t = sum_i w_i x0_i exactly). The critic is soft:
 r + discount (min_k Qbar_k(s', a') - lam log pi(a'|s')), a' one draw of the probability-flow
 (DDIM) sampler and log pi its exact change-of-variables log density
-(:mod:`revflow.agents.posterior`, module docstring); ``entropy_backup=False`` switches it off.
+(:mod:`revflow.agents.policies`, module docstring); ``entropy_backup=False`` switches it off.
 
 Published defaults (baselines note): 500 candidates, lam 0.02 (RFM comparison), 20 steps,
 evaluation best of 32 by Q (``best-of-n`` with 32 particles), t_min 1e-3 (diffusion time, the
@@ -32,14 +32,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from revflow.agents.posterior import DiffusionConfig, EndpointSource, Pick, PosteriorTargetAgent
-from revflow.agents.registry import register
+from revflow.agents.configs import FAST_DIFFUSION, Pick
+from revflow.agents.generative import GenerativeAgent
+from revflow.agents.posterior import (
+    METRICS,
+    DiffusionPosteriorConfig,
+    EndpointSource,
+    posterior_objective,
+)
 
 __all__ = ["QNE", "QNEConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class QNEConfig(DiffusionConfig):
+class QNEConfig(DiffusionPosteriorConfig):
     """QNE / MaxEntDP defaults (module docstring); the rest is RFM's critic and network."""
 
     control_variate: str = "none"
@@ -54,24 +60,18 @@ class QNEConfig(DiffusionConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Measured (README, "Throughput"): fewer candidates and steps, narrower net.
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 10,
-            "num_reverse_samples": 32,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-        },
+        "fast": {**FAST_DIFFUSION, "num_reverse_samples": 32},
     }
 
 
-@register
-class QNE(PosteriorTargetAgent):
+class QNE(GenerativeAgent):
     """MaxEntDP's Q-weighted noise estimation with a soft critic (module docstring)."""
 
     name = "qne"
     Config = QNEConfig
+    make_objective = posterior_objective
     METRICS: ClassVar[dict[str, str]] = {
-        **PosteriorTargetAgent.METRICS,
+        **METRICS,
         "actor_loss": "eps regression loss ||eps_theta - sum_i w_i x0_i||^2, batch mean",
         "target_q_mean": "mean soft TD target r + discount (min_k Qbar_k(s', a') - lam log pi)",
         "policy_q_mean": "mean min_k Q(s, a) at the replayed actions (training endpoints)",

@@ -1,9 +1,5 @@
 """Reverse Flow Matching agents: ``rfm`` (flow policy) and ``rfm-diffusion``.
 
-Both are :class:`revflow.agents.posterior.PosteriorTargetAgent` (the one shared
-implementation of the estimator-based agents) with a config; method note §6 is the
-specification.
-
 ``rfm`` (method note §6, reference defaults): the actor minimises
 
     E_{s, t, u_t} || v_theta(t, u_t, s, lam) - stop_grad(mu1_hat - mu0_hat) ||^2,
@@ -13,7 +9,9 @@ where (mu1_hat, mu0_hat) = ``estimate_posterior_mean_batch`` of the latent Boltz
 log p1(u) = min_k Q_k(s, tanh u) / lam + sum log sech^2(u) (method note §4-5), with the
 control variate of ``RFMConfig.control_variate`` ("optimal" by default; "none",
 "gradient", "optimal-isotropic", "optimal-shrunk" or a number eta select the other members:
-the ablation flag).
+the ablation flag). This is :func:`revflow.agents.posterior.posterior_objective` on the
+linear path with velocity parameterisation (mu1 - mu0 is the linear path's velocity map of
+the posterior means, method note §2).
 
 The critic is a twin Q-ensemble with Polyak targets and TD target
 r + discount * min_k Qbar_k(s', a'), a' from the current policy, no entropy term.
@@ -39,29 +37,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from revflow.agents.configs import FAST_DIFFUSION
+from revflow.agents.generative import GenerativeAgent
 from revflow.agents.posterior import (
-    DiffusionConfig,
-    PosteriorState,
-    PosteriorTargetAgent,
-    PosteriorTargetConfig,
-    parse_control_variate,
+    METRICS,
+    DiffusionPosteriorConfig,
+    PosteriorConfig,
+    posterior_objective,
 )
-from revflow.agents.registry import register
 
-__all__ = [
-    "RFM",
-    "RFMConfig",
-    "RFMDiffusion",
-    "RFMDiffusionConfig",
-    "RFMState",
-    "parse_control_variate",
-]
-
-RFMState = PosteriorState
+__all__ = ["RFM", "RFMConfig", "RFMDiffusion", "RFMDiffusionConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class RFMConfig(PosteriorTargetConfig):
+class RFMConfig(PosteriorConfig):
     """RFM hyperparameters; defaults are the reference defaults of method note §6: batch 256,
     gamma 0.99, tau 0.005, critic lr 1e-3, actor lr 3e-4, grad clip 10, critics 2 x (2x256),
     velocity net 256 wide with 2 residual blocks and 128-dim embeddings, 32 particles,
@@ -80,13 +69,7 @@ class RFMConfig(PosteriorTargetConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Chosen by measurement (README, "Throughput"): ~10x cheaper per update.
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 5,
-            "num_reverse_samples": 16,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-        },
+        "fast": {**FAST_DIFFUSION, "num_flow_steps": 5, "num_reverse_samples": 16},
         # revflow's variant before the authors' defaults (class docstring).
         "revflow": {
             "network_init": "lecun",
@@ -109,14 +92,14 @@ class RFMConfig(PosteriorTargetConfig):
     critic_clip: str = "per-critic"
 
 
-@register
-class RFM(PosteriorTargetAgent):
+class RFM(GenerativeAgent):
     """Reverse Flow Matching with a flow policy in a tanh latent (module docstring)."""
 
     name = "rfm"
     Config = RFMConfig
+    make_objective = posterior_objective
     METRICS: ClassVar[dict[str, str]] = {
-        **PosteriorTargetAgent.METRICS,
+        **METRICS,
         "actor_loss": "velocity regression loss ||v - (mu1 - mu0)||^2 (mean or sum over action "
         "dims: actor_loss_reduction), mean over the batch",
         "target_q_mean": "mean TD target r + discount * min_k Qbar_k(s', a')",
@@ -125,7 +108,7 @@ class RFM(PosteriorTargetAgent):
 
 
 @dataclasses.dataclass(frozen=True)
-class RFMDiffusionConfig(DiffusionConfig):
+class RFMDiffusionConfig(DiffusionPosteriorConfig):
     """``rfm-diffusion``: RFM's reference defaults (critic, particles, K = 100, optimal c*,
     lam 0.02) with a diffusion policy: VP cosine path, eps-prediction, 20 DDPM steps on
     t in [0.02, 1] (training t ~ U[0.02, 1 - 1e-3]), the net sees 1000 t."""
@@ -133,23 +116,17 @@ class RFMDiffusionConfig(DiffusionConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # rfm's fast preset with 10 diffusion steps (measured: README, "Throughput").
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 10,
-            "num_reverse_samples": 16,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-        },
+        "fast": {**FAST_DIFFUSION, "num_reverse_samples": 16},
     }
 
 
-@register
-class RFMDiffusion(PosteriorTargetAgent):
+class RFMDiffusion(GenerativeAgent):
     """RFM posterior targets for a diffusion (eps-prediction) policy (module docstring)."""
 
     name = "rfm-diffusion"
     Config = RFMDiffusionConfig
+    make_objective = posterior_objective
     METRICS: ClassVar[dict[str, str]] = {
-        **PosteriorTargetAgent.METRICS,
+        **METRICS,
         "actor_loss": "eps regression loss ||eps_theta - (u_t - alpha mu1)/beta||^2, batch mean",
     }

@@ -32,22 +32,33 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from revflow.agents.base import Array, Batch, Metrics, require
-from revflow.agents.common import gradient_step
-from revflow.agents.posterior import DiffusionConfig, Pick, PosteriorState, PosteriorTargetAgent
-from revflow.agents.registry import register
+from revflow.agents.actor_critic import Objective, TemperatureState, temperature_init
+from revflow.agents.base import Array, Batch, require
+from revflow.agents.common import GradientStep, gradient_step
+from revflow.agents.configs import (
+    FAST_DIFFUSION,
+    UNREAD_TEMPERATURE_FIELDS,
+    CriticFields,
+    DiffusionPolicyFields,
+    OptimiserFields,
+    Pick,
+    PickFields,
+)
+from revflow.agents.generative import GenerativeAgent
+from revflow.agents.posterior import METRICS, EndpointSource, PosteriorFields, posterior_objective
 
-__all__ = ["SDAC", "SDACConfig", "SDACState"]
+__all__ = ["SDAC", "SDACConfig", "SDACState", "sdac_objective"]
+
+SDACState = TemperatureState
 
 
 @dataclasses.dataclass(frozen=True)
-class SDACConfig(DiffusionConfig):
-    """SDAC defaults (module docstring); ``lam`` is unused (lam = alpha / q_scale)."""
+class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
+    """SDAC defaults (module docstring); there is no ``lam`` (lam = alpha / q_scale)."""
 
     control_variate: str = "none"
     num_reverse_samples: int = 64
@@ -57,6 +68,10 @@ class SDACConfig(DiffusionConfig):
     reward_scale: float = 0.2
     actor_lr_end: float | None = 3e-5
     lr_decay_updates: int = 200_000
+    #: Training endpoints u1: "policy" samples or atanh of the "replay" actions.
+    endpoint_source: EndpointSource = "policy"
+    #: Soft TD target r + discount (min Qbar - lam log pi(a'|s')).
+    entropy_backup: bool = False
     #: The Boltzmann target is exp(q_scale * Q / alpha): lam = alpha / q_scale.
     q_scale: float = 5.0
     #: Exploration noise std = explore_noise * alpha.
@@ -71,14 +86,10 @@ class SDACConfig(DiffusionConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Measured (README, "Throughput"): fewer samples, particles and steps, narrower net.
-        "fast": {
-            "num_particles": 8,
-            "num_flow_steps": 10,
-            "num_reverse_samples": 16,
-            "actor_hidden": 128,
-            "embed_dim": 64,
-        },
+        "fast": {**FAST_DIFFUSION, "num_reverse_samples": 16},
     }
+    #: Fields of configs saved before the config parts, never read by SDAC.
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_TEMPERATURE_FIELDS
 
     def validate(self) -> None:
         super().validate()
@@ -87,23 +98,41 @@ class SDACConfig(DiffusionConfig):
             require(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
 
 
-@flax.struct.dataclass
-class SDACState(PosteriorState):
-    """PosteriorState plus the learned temperature."""
+def sdac_objective(agent: SDAC) -> Objective:
+    """The posterior objective (control variate "none": the weighted noise of the module
+    docstring) plus SDAC's temperature step
+    ``min_{log_alpha} log_alpha * stop_grad(H(alpha) - target_entropy)``,
+    H(alpha) = D (0.5 log(2 pi e) + log(explore_noise * alpha))."""
+    c = agent.config
 
-    log_alpha: Array
-    alpha_opt: Any
+    def temperature_step(state: SDACState, actor: GradientStep, batch: Batch, key: Any):
+        log_std = math.log(c.explore_noise) + state.log_alpha
+        entropy = agent.act_dim * (0.5 * math.log(2 * math.pi * math.e) + log_std)
+        gap = jax.lax.stop_gradient(entropy - agent.target_entropy)
+
+        def alpha_loss_fn(log_alpha: Array) -> Array:
+            return log_alpha * gap
+
+        step = gradient_step(alpha_loss_fn, agent.alpha_opt, state.log_alpha, state.alpha_opt)
+        metrics = {
+            "alpha": jnp.exp(state.log_alpha),
+            "alpha_loss": step.loss,
+            "noise_entropy": entropy,
+        }
+        return {"log_alpha": step.params, "alpha_opt": step.opt_state}, metrics
+
+    return posterior_objective(agent)._replace(post_update=temperature_step)
 
 
-@register
-class SDAC(PosteriorTargetAgent):
+class SDAC(GenerativeAgent):
     """SDAC's weighted-noise target with its temperature rule (module docstring)."""
 
     name = "sdac"
     Config = SDACConfig
     State = SDACState
+    make_objective = sdac_objective
     METRICS: ClassVar[dict[str, str]] = {
-        **PosteriorTargetAgent.METRICS,
+        **METRICS,
         "actor_loss": "eps regression loss ||eps_theta - sum_i w_i x0_i||^2, batch mean",
         "target_q_mean": "mean TD target 0.2 r + discount * min_k Qbar_k(s', a'_best)",
         "lam": "temperature lam = alpha / q_scale of the Boltzmann target",
@@ -116,40 +145,16 @@ class SDAC(PosteriorTargetAgent):
     config: SDACConfig
 
     def __init__(self, config: SDACConfig, obs_dim: int, act_dim: int):
-        super().__init__(config, obs_dim, act_dim)
         self.alpha_opt = optax.adam(config.alpha_lr)
         te = config.target_entropy
         self.target_entropy = float(-act_dim if te is None else te)
+        super().__init__(config, obs_dim, act_dim)
 
-    def _extra_state(self, key: Array) -> dict[str, Any]:
-        log_alpha = jnp.asarray(math.log(self.config.init_alpha), jnp.float32)
-        return {"log_alpha": log_alpha, "alpha_opt": self.alpha_opt.init(log_alpha)}
+    def extra_state(self) -> dict[str, Any]:
+        return temperature_init(self.config.init_alpha, self.alpha_opt)
 
     def temperature_of(self, state: SDACState) -> Array:
         return jnp.exp(jax.lax.stop_gradient(state.log_alpha)) / self.config.q_scale
 
-    def noise_entropy(self, log_alpha: Array) -> Array:
-        """Entropy of N(0, (explore_noise * alpha)^2 I_D)."""
-        log_std = math.log(self.config.explore_noise) + log_alpha
-        return self.act_dim * (0.5 * math.log(2 * math.pi * math.e) + log_std)
-
-    def act(self, state: SDACState, key: Array, obs: Array, mode: str = "explore") -> Array:
-        a = super().act(state, key, obs, mode)
-        if mode != "explore":
-            return a
-        std = self.config.explore_noise * jnp.exp(state.log_alpha)
-        noise = jax.random.normal(jax.random.fold_in(key, 1), a.shape, a.dtype)
-        return jnp.clip(a + std * noise, -1.0, 1.0)
-
-    def update(self, state: SDACState, batch: Batch, key: Array) -> tuple[SDACState, Metrics]:
-        new_state, metrics = super().update(state, batch, key)
-        entropy = self.noise_entropy(state.log_alpha)
-        gap = jax.lax.stop_gradient(entropy - self.target_entropy)
-
-        def alpha_loss_fn(log_alpha: Array) -> Array:
-            return log_alpha * gap
-
-        alpha = gradient_step(alpha_loss_fn, self.alpha_opt, state.log_alpha, state.alpha_opt)
-        new_state = new_state.replace(log_alpha=alpha.params, alpha_opt=alpha.opt_state)
-        metrics.update(alpha=jnp.exp(state.log_alpha), alpha_loss=alpha.loss, noise_entropy=entropy)
-        return new_state, metrics
+    def explore_std(self, state: SDACState) -> Array:
+        return self.config.explore_noise * jnp.exp(state.log_alpha)

@@ -1,0 +1,108 @@
+"""The critic object: an ensemble of Q-networks with its optimiser, its TD step and the TD
+target rule (method note §6: twin critics, Polyak targets, r + discount * value(s')).
+
+Pure functions of the parameters passed in; the agent's state holds the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from revflow.agents.base import Array, Batch, Metrics
+from revflow.agents.common import gradient_step, make_optimizer
+from revflow.networks import Critic
+
+__all__ = ["CriticEnsemble", "critic_td_step", "td_target"]
+
+
+def td_target(batch: Batch, next_value: Array, reward_scale: float = 1.0) -> Array:
+    """``reward_scale * r + discount * next_value`` (``next_value`` held constant)."""
+    reward = batch.reward if reward_scale == 1.0 else reward_scale * batch.reward
+    return reward + batch.discount * jax.lax.stop_gradient(next_value)
+
+
+def critic_td_step(
+    critic_net: Critic,
+    optimizer: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    batch: Batch,
+    target: Array,
+    per_critic: bool = False,
+) -> tuple[Any, Any, Metrics]:
+    """One gradient step of every critic in the ensemble on ``(Q_k(s, a) - target)^2``.
+
+    ``target`` (B,) is treated as a constant. The differentiated loss is the squared TD
+    error averaged over batch and ensemble, or with ``per_critic`` summed over the ensemble
+    (so that critic k's gradient is that of its OWN mean squared error, as in the authors'
+    code; pair it with per-critic clipping). Returns the new params, optimiser state and
+    metrics ``critic_loss`` (mean squared TD error over batch, averaged over the ensemble),
+    ``q_mean``, ``q_std``, ``target_q_mean`` and ``critic_grad_norm`` (before clipping).
+    """
+    target = jax.lax.stop_gradient(target)
+
+    def loss_fn(p: Any) -> tuple[Array, Array]:
+        q = critic_net.apply(p, batch.obs, batch.action)  # (num_critics, B)
+        if per_critic:
+            return jnp.sum(jnp.mean((q - target[None]) ** 2, axis=-1)), q
+        return jnp.mean((q - target[None]) ** 2), q
+
+    step = gradient_step(loss_fn, optimizer, params, opt_state, has_aux=True)
+    loss = step.loss / step.aux.shape[0] if per_critic else step.loss
+    metrics = {
+        "critic_loss": loss,
+        "q_mean": jnp.mean(step.aux),
+        "q_std": jnp.std(step.aux),
+        "target_q_mean": jnp.mean(target),
+        "critic_grad_norm": step.grad_norm,
+    }
+    return step.params, step.opt_state, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticEnsemble:
+    """``num_critics`` MLP Q-networks (``networks.Critic``) trained on one TD target, Adam
+    with gradient clipping over the whole ensemble (``clip="global"``) or per member
+    (``"per-critic"``: each member's own loss gradient, clipped by its own norm)."""
+
+    net: Critic
+    optimizer: optax.GradientTransformation
+    per_critic: bool
+
+    @classmethod
+    def make(
+        cls,
+        num_critics: int,
+        hidden: tuple[int, ...],
+        kernel_init: str,
+        lr: float,
+        max_grad_norm: float,
+        clip: str = "global",
+    ) -> CriticEnsemble:
+        """``clip`` selects both the loss form (per-critic sum or ensemble mean) and the
+        clipping scope of the optimiser."""
+        net = Critic(num_critics=num_critics, hidden=tuple(hidden), kernel_init=kernel_init)
+        optimizer = make_optimizer(lr, max_grad_norm, clip)
+        return cls(net, optimizer, clip == "per-critic")
+
+    def init(self, key: Array, obs_dim: int, act_dim: int) -> Any:
+        obs = jnp.zeros((1, obs_dim), jnp.float32)
+        act = jnp.zeros((1, act_dim), jnp.float32)
+        return self.net.init(key, obs, act)
+
+    def q_min(self, params: Any, obs: Array, action: Array) -> Array:
+        """min_k Q_k(s, a); leading dims of obs and action broadcast."""
+        return jnp.min(self.net.apply(params, obs, action), axis=0)
+
+    def td_step(
+        self, params: Any, opt_state: Any, batch: Batch, target: Array
+    ) -> tuple[Any, Any, Metrics]:
+        """:func:`critic_td_step` of this ensemble."""
+        return critic_td_step(
+            self.net, self.optimizer, params, opt_state, batch, target, self.per_critic
+        )
