@@ -43,6 +43,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -50,7 +51,6 @@ import optax
 from revflow.agents.actor_critic import (
     ActorCriticAgent,
     Objective,
-    TemperatureState,
     temperature_init,
 )
 from revflow.agents.base import Array, Batch, require
@@ -62,7 +62,23 @@ from revflow.networks import KERNEL_INITS, MLP, ResidualMLP
 
 __all__ = ["SAC", "SACConfig", "SACState", "alpha_loss", "sac_objective"]
 
-SACState = TemperatureState
+
+
+@flax.struct.dataclass
+class SACState:
+    """Everything an SAC update reads and writes (a pytree). The same fields as
+    :class:`TemperatureState`, in the order SAC checkpoints have always stored them (a
+    checkpoint is restored leaf by leaf, so the order is part of the format)."""
+
+    actor_params: Any
+    critic_params: Any
+    target_critic_params: Any
+    log_alpha: Array
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+    #: Number of updates applied so far.
+    step: Array
 
 
 @dataclasses.dataclass(frozen=True)
