@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,17 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from side_by_side import (
+    LEAD,
+    alternate,
+    machine,
+    missing_file,
+    revflow_bench,
+    run_child,
+    write_json,
+)
 
 #: The authors' overrides that give each configuration (on top of ``configs/rfm.yaml``).
 OFFICIAL_VALUES: dict[str, dict[str, Any]] = {
@@ -114,6 +123,10 @@ def _official_side(args: argparse.Namespace) -> int:
         "env_steps_per_s": steps / (stamps[stop] - stamps[start]),
         "max_rss_mib_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    jax = sys.modules.get("jax")  # imported by the trainer: the device it ran on
+    if jax is not None:
+        result["jax"] = jax.__version__
+        result["device_kind"] = jax.devices()[0].device_kind
     Path(args.result).write_text(json.dumps(result))
     return 0
 
@@ -123,20 +136,17 @@ def _official_side(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _run_child(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``cmd`` to completion (output to ``log``); returns its peak RSS in MiB."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
-    return usage.ru_maxrss / 1024
-
-
-def official_overrides(config: str, env: str, warmup: int, window_end: int, logdir: str):
-    values = {
+def official_overrides(
+    config: str,
+    env: str,
+    warmup: int,
+    window_end: int,
+    logdir: str,
+    values: dict[str, Any] | None = None,
+) -> list[str]:
+    """The authors' ``main.py`` flags: their rfm config, the configuration's values (or
+    ``values``), no wandb, no saving, one evaluation env and no evaluation in the window."""
+    merged = {
         "algo": "rfm",
         "env.name": env,
         "seed": 0,
@@ -147,24 +157,37 @@ def official_overrides(config: str, env: str, warmup: int, window_end: int, logd
         "trainer.max_steps": window_end + 10,
         "trainer.num_eval_envs": 1,
         "trainer.eval_interval": 10**9,
-        **OFFICIAL_VALUES[config],
+        **(OFFICIAL_VALUES[config] if values is None else values),
     }
     flags = ["--config", "configs/rfm.yaml"]
-    for key, value in values.items():
+    for key, value in merged.items():
         flags += ["--override", f"{key}={value}"]
     return flags
 
 
-def time_official(args: argparse.Namespace, config: str, lead: int, timed: int, tmp: Path):
-    start = args.warmup + lead
+def time_official(
+    official: str,
+    official_python: str,
+    config: str,
+    env: str,
+    warmup: int,
+    timed: int,
+    tmp: Path,
+    values: dict[str, Any] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The authors' trainer under their Python: env steps/s over ``timed`` steps from
+    ``LEAD`` policy steps past the warm-up; ``values`` replace the configuration's overrides,
+    ``extra_env`` is added to the child's environment."""
+    start = warmup + LEAD
     end = start + timed
     result = tmp / f"official-{config}.json"
     cmd = [
-        args.official_python,
+        official_python,
         str(Path(__file__).resolve()),
         "--official-side",
         "--official",
-        args.official,
+        official,
         "--result",
         str(result),
         "--window-start",
@@ -172,54 +195,49 @@ def time_official(args: argparse.Namespace, config: str, lead: int, timed: int, 
         "--window-end",
         str(end),
         "--",
-        *official_overrides(config, args.env, args.warmup, end, str(tmp / "official-logs")),
+        *official_overrides(config, env, warmup, end, str(tmp / "official-logs"), values),
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    rss = _run_child(cmd, tmp / f"official-{config}.log", env)
+    child_env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+        **(extra_env or {}),
+    }
+    rss = run_child(cmd, tmp / f"official-{config}.log", child_env)
     out = json.loads(result.read_text())
     return {
         "env_steps_per_s": out["env_steps_per_s"],
         "env_steps": out["env_steps"],
+        "jax": out.get("jax"),
+        "device_kind": out.get("device_kind"),
         "max_rss_mib": rss,
     }
 
 
-def time_revflow(args: argparse.Namespace, config: str, e2e_seconds: float, tmp: Path):
-    out = tmp / f"revflow-{config}.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "revflow.cli",
-        "bench",
-        "throughput",
-        "--algo",
+def time_revflow(args: argparse.Namespace, config: str, tmp: Path) -> dict[str, Any]:
+    return revflow_bench(
         "rfm",
-        "--preset",
         REVFLOW_PRESET[config],
-        "--env",
         f"dmc:{args.env}",
-        "--update-seconds",
-        str(args.update_seconds),
-        "--e2e-seconds",
-        str(e2e_seconds),
-        "--json",
-        str(out),
-    ]
-    rss = _run_child(cmd, tmp / f"revflow-{config}.log")
-    res = json.loads(out.read_text())
-    return {
-        "env_steps_per_s": res["env_steps_per_s"],
-        "env_steps": res["e2e_env_steps"],
-        "updates_per_s": res["updates_per_s"],
-        "flops_per_update": res["flops_per_update"],
-        "matmul_peak_gflops": res["matmul_peak_gflops"],
-        "fraction_of_peak": res["fraction_of_peak"],
-        "max_rss_mib": rss,
-    }
+        tmp,
+        update_seconds=args.update_seconds,
+        e2e_seconds=args.e2e_seconds,
+        warmup_steps=args.warmup,
+    )
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def official_error(official: str | None, official_python: str | None) -> str | None:
+    """The one-line error for an unusable checkout or Python of the authors (None if fine)."""
+    if not official or not (Path(official) / "main.py").is_file():
+        return f"error: --official {official!r} has no main.py"
+    return missing_file("--official-python", official_python)
+
+
+def official_commit(official: str) -> str:
+    """The commit of the authors' checkout (empty if it is no git checkout)."""
+    return subprocess.run(
+        ["git", "-C", official, "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,25 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.official_side:
         return _official_side(args)
 
-    if not (Path(args.official) / "main.py").is_file():
-        print(f"error: --official {args.official!r} has no main.py", file=sys.stderr)
-        return 2
-    if not args.official_python or not Path(args.official_python).is_file():
-        print(f"error: --official-python {args.official_python!r} is not a file", file=sys.stderr)
-        return 2
-    if args.rounds < 1:
-        print(f"error: --rounds {args.rounds} must be >= 1", file=sys.stderr)
+    error = official_error(args.official, args.official_python)
+    if error is None and args.rounds < 1:
+        error = f"error: --rounds {args.rounds} must be >= 1"
+    if error:
+        print(error, file=sys.stderr)
         return 2
 
     results: dict[str, Any] = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "processor": platform.processor(),
-        },
-        "official_commit": subprocess.run(
-            ["git", "-C", args.official, "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "machine": machine(),
+        "official_commit": official_commit(args.official),
         "env": f"dmc:{args.env}",
         "warmup_steps": args.warmup,
         "configs": {},
@@ -281,29 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for config in args.configs:
-            ours, theirs, ratios = [], [], []
-            for r in range(args.rounds):
-                a = time_revflow(args, config, args.e2e_seconds, tmp)
-                # Give the authors' side the same number of timed steps as revflow's window.
-                lead = 50
-                b = time_official(args, config, lead, max(int(a["env_steps"]), 20), tmp)
-                ours.append(a)
-                theirs.append(b)
-                ratios.append(a["env_steps_per_s"] / b["env_steps_per_s"])
-                print(
-                    f"[{config} round {r + 1}/{args.rounds}] revflow "
-                    f"{a['env_steps_per_s']:.2f} env steps/s, official "
-                    f"{b['env_steps_per_s']:.2f}, ratio {ratios[-1]:.2f}",
-                    flush=True,
-                )
+            pairs = alternate(
+                config,
+                args.rounds,
+                lambda config=config: time_revflow(args, config, tmp),
+                lambda timed, config=config: time_official(
+                    args.official, args.official_python, config, args.env, args.warmup, timed, tmp
+                ),
+                "official",
+            )
             results["configs"][config] = {
                 "official_overrides": OFFICIAL_VALUES[config],
                 "revflow_preset": REVFLOW_PRESET[config],
-                "revflow": ours,
-                "official": theirs,
-                "ratio": _summary(ratios),
-                "revflow_env_steps_per_s": _summary([x["env_steps_per_s"] for x in ours]),
-                "official_env_steps_per_s": _summary([x["env_steps_per_s"] for x in theirs]),
+                **pairs,
             }
 
     print(
@@ -324,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{rss_o:>7.0f}/{rss_r:<7.0f}"
         )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
     return 0
 
 

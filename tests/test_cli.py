@@ -44,6 +44,9 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["eval", "/nonexistent/run"], "does not exist"),
         (["bench", "throughput", "--algo", "nope"], "unknown algorithm"),
         (["bench", "warp"], "unknown bench"),
+        (["bench", "throughput", "--set", "nope=1"], "has no field 'nope'"),
+        (["bench", "throughput", "--set", "num_particles"], "not FIELD=VALUE"),
+        (["bench", "throughput", "--warmup-steps", "-1"], "--warmup-steps -1"),
         (["fly"], "unknown command"),
     ],
 )

@@ -115,3 +115,48 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     np.testing.assert_allclose(loaded.returns, [10.0, 35.0, 60.0])
     assert learning.main([*argv, "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "1 of 24 runs done; 23 to go"
+
+
+#: The authors' baselines whose official outputs are stored: quantities every one records.
+_BASELINE_QUANTITIES = ("td_target", "critic_loss", "actor_loss", "critic_q", "init_max_abs_bias")
+
+
+@pytest.mark.parametrize("agent", ["qne", "dqs", "qsm", "qvpo"])
+def test_stored_baseline_outputs(agent: str) -> None:
+    """Each baseline's stored official outputs hold its defining quantities, its gradients,
+    its published defaults and the draws to inject; without a revflow side every row is
+    counted as not implemented (not a match), and the table says so."""
+    import compare
+    import spec
+
+    official = _load(spec.stored_file(agent))
+    assert {spec.agent_of(k) for k in official} == {agent, "jax_version"}
+    for name in _BASELINE_QUANTITIES:
+        assert f"{agent}/{name}" in official, name
+    assert any(k.startswith(f"{agent}.grad.actor/") for k in official)
+    assert any(k.startswith(f"{agent}.draw/td_") for k in official)
+    defaults = {k.split("/default/")[1] for k in official if "/default/" in k}
+    assert defaults == set(spec.HYPERPARAMETERS[agent])
+    assert float(official[f"{agent}/default/critic_max_grad_norm"][0]) == 0.0  # no clipping
+
+    rows = check.compare(official, {}, (agent,), implemented=())
+    assert rows and all(r.not_implemented and not r.ok for r in rows)
+    lines = check.table(rows).splitlines()
+    assert lines[-1] == f"fidelity: 0 of {len(rows)} quantities match"
+    assert lines[-2].startswith(f"not implemented: {len(rows)} quantities of {agent}")
+    assert set(compare.load_stored()) >= set(official)
+
+
+def test_store_keeps_the_other_agents(tmp_path, monkeypatch) -> None:
+    """compare.py --store for some agents replaces their arrays only: rfm's and sac's share
+    official.npz, so storing rfm keeps sac's."""
+    import compare
+
+    monkeypatch.setattr(compare, "DATA", tmp_path)
+    compare.store({"x": np.zeros(1)}, {"rfm/a": np.ones(1), "sac/b": np.ones(2)}, ("rfm", "sac"))
+    compare.store(
+        {"x": np.zeros(1)}, {"rfm/a": np.full(1, 2.0), "qsm/c": np.ones(3)}, ("rfm", "qsm")
+    )
+    shared = dict(np.load(tmp_path / "official.npz"))
+    assert sorted(shared) == ["rfm/a", "sac/b"] and shared["rfm/a"][0] == 2.0
+    assert list(np.load(tmp_path / "official_qsm.npz")) == ["qsm/c"]

@@ -66,6 +66,29 @@ def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     keys = jax.random.split(jnp.asarray(inp["key_post"]), b)
     noise = jax.vmap(lambda k: jax.random.normal(k, (s["mc_samples"], d), jnp.float32))(keys)
     inp["posterior_noise"] = np.asarray(noise)
+    inp.update(_diffusion_inputs(seed))
+    return inp
+
+
+def _diffusion_inputs(seed: int) -> dict[str, np.ndarray]:
+    """The inputs of the diffusion baselines (qne, dqs, qsm, qvpo), from a generator of their
+    own so that the arrays above stay as stored: network inputs in each code's time
+    convention, and the keys of the recorded updates and of exploration."""
+    s = SIZES
+    rng = np.random.default_rng(seed + 100)
+    b, d = s["batch"], s["act_dim"]
+    inp = {
+        # maxentdp: continuous diffusion time tau in [t_min, t_max] (tau = 0: data).
+        "diff_tau": rng.uniform(1e-3, 0.9, b).astype(np.float32),
+        # dqs: VE time in [0, 1] (t = 0: data).
+        "diff_t01": rng.uniform(0.0, 1.0, b).astype(np.float32),
+        # qsm, qvpo: integer DDPM step in [0, diffusion_steps) (0: data end).
+        "diff_step": rng.integers(0, s["diffusion_steps"], b).astype(np.int32),
+        # A noisy action (network input).
+        "diff_x": (1.2 * rng.normal(size=(b, d))).astype(np.float32),
+    }
+    for i, name in enumerate(("key_update", "key_explore")):
+        inp[name] = np.asarray(jax.random.PRNGKey(2000 + i))
     return inp
 
 

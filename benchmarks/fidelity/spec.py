@@ -45,6 +45,35 @@ SIZES: dict[str, Any] = {
     "alpha": 0.3,  # SAC temperature at which losses and gradients are compared
     "small_clip": 0.05,  # a clip norm that every gradient here exceeds: clipping is exercised
     "seed": 0,
+    # The diffusion baselines (qne = the authors' maxentdp, dqs, qsm, qvpo).
+    "diffusion_steps": 5,
+    "qne_candidates": 16,  # maxentdp.score_samples_num
+    "qne_log_prob_samples": 4,
+    "qne_log_prob_steps": 5,
+    "eval_candidates": 4,  # maxentdp.eval_candidate_num, qvpo.eval_sample
+    "dqs_mc_samples": 16,
+    "qsm_q_scale": 50.0,
+    "qsm_noise": 0.1,  # target-action and exploration noise
+    "qvpo_train_samples": 6,
+    "qvpo_target_samples": 3,
+    "qvpo_behaviour_samples": 3,
+    "qvpo_entropy_samples": 2,
+    "qvpo_entropy_alpha": 0.02,
+    # The critic's optimiser in the recorded updates of the diffusion baselines: records the
+    # gradient AND steps the critic by -probe_critic_lr * gradient, so that an update that
+    # reads the critic after its step and one that reads it before differ (see README.md).
+    "probe_critic_lr": 0.1,
+}
+
+#: Every agent of the authors' code that revflow also has (revflow's names; the authors'
+#: ``maxentdp`` is revflow's ``qne``), and the authors' ``algo`` name of each.
+OFFICIAL_ALGOS: dict[str, str] = {
+    "rfm": "rfm",
+    "sac": "sac",
+    "qne": "maxentdp",
+    "dqs": "dqs",
+    "qsm": "qsm",
+    "qvpo": "qvpo",
 }
 
 
@@ -138,3 +167,108 @@ HYPERPARAMETERS: dict[str, dict[str, str]] = {
         "steps": "trainer.max_steps",
     },
 }
+
+#: Entries every baseline shares (``configs/default.yaml``; their run.sh loads no overlay for
+#: the baselines, so no gradient clipping).
+_COMMON: dict[str, str] = {
+    "batch_size": "trainer.batch_size",
+    "gamma": "critic.discount",
+    "tau": "critic.tau",
+    "critic_lr": "critic.lr",
+    "actor_lr": "actor.lr",
+    "actor_max_grad_norm": "actor.max_grad_norm",
+    "critic_max_grad_norm": "critic.max_grad_norm",
+    "critic_width": "critic.hidden_size",
+    "critic_layers": "critic.hidden_layers",
+    "actor_width": "actor.hidden_size",
+    "actor_blocks": "actor.hidden_layers",  # qvpo: hidden Dense layers of its mish MLP
+    "embed_dim": "actor.emb_size",
+    "reward_scale": "trainer.reward_scale",
+    "warmup_steps": "trainer.start_training",
+    "updates_per_step": "trainer.updates_per_step",
+    "eval_episodes": "trainer.num_eval_envs",
+    "eval_every": "trainer.eval_interval",
+    "steps": "trainer.max_steps",
+}
+# String-valued entries are not compared by number: qsm.beta_schedule is "vp", qvpo's
+# "cosine" (docs/reference/baselines.md lists them).
+HYPERPARAMETERS.update(
+    {
+        "qne": {
+            **_COMMON,
+            "num_critics": "critic.num_q",
+            "num_flow_steps": "maxentdp.num_diffusion_steps",
+            "lam": "maxentdp.init_temperature",
+            "lam_end": "maxentdp.final_temperature",
+            "clip_sampler": "maxentdp.clip_sampler",
+            "entropy_backup": "maxentdp.backup_entropy",
+            "log_prob_samples": "maxentdp.log_prob_samples",
+            "log_prob_steps": "maxentdp.log_prob_steps",
+            "eval_best_of_n": "maxentdp.eval_action_selection",
+            "num_particles_eval": "maxentdp.eval_candidate_num",
+            "num_reverse_samples": "maxentdp.score_samples_num",
+            "t_min": "maxentdp.t_min",
+        },
+        "dqs": {
+            **_COMMON,
+            "num_critics": "critic.num_q",
+            "ve_sigma_min": "dqs.sigma_min",
+            "ve_sigma_max": "dqs.sigma_max",
+            "lam": "dqs.init_temperature",
+            "lam_end": "dqs.final_temperature",
+            "diffusion_scale": "dqs.diffusion_scale",
+            "num_flow_steps": "dqs.num_integration_steps",
+            "num_reverse_samples": "dqs.num_estimator_mc_samples",
+        },
+        "qsm": {
+            **_COMMON,
+            "num_critics": "critic.num_q",
+            "num_flow_steps": "qsm.num_diffusion_steps",
+            "ddpm_temperature": "qsm.ddpm_temperature",
+            "clip_sampler": "qsm.clip_sampler",
+            "q_scale": "qsm.q_grad_scale",
+            "target_noise": "qsm.target_action_noise",
+            "explore_noise": "qsm.exploration_noise",
+        },
+        "qvpo": {
+            **_COMMON,
+            "num_flow_steps": "qvpo.num_diffusion_steps",
+            "noise_ratio": "qvpo.noise_ratio",
+            "behaviour_particles": "qvpo.behavior_sample",
+            "target_particles": "qvpo.target_sample",
+            "num_particles": "qvpo.eval_sample",
+            "num_policy_samples": "qvpo.train_sample",
+            "deterministic": "qvpo.deterministic",
+            "eps_greedy": "qvpo.eps_greedy",
+            "action_lr": "qvpo.action_lr",
+            "action_gradient_steps": "qvpo.action_gradient_steps",
+            "action_augmentation": "qvpo.action_augmentation",
+            "entropy_weight": "qvpo.entropy_alpha",
+            "entropy_samples": "qvpo.entropy_samples",
+        },
+    }
+)
+
+
+def stored_file(agent: str) -> str:
+    """The file of ``data/`` that holds an agent's stored official outputs: rfm and sac share
+    ``official.npz`` (with ``jax_version``), every other agent has ``official_<agent>.npz``."""
+    return "official.npz" if agent in ("rfm", "sac") else f"official_{agent}.npz"
+
+
+def agent_of(name: str) -> str:
+    """The agent of an array name: ``qne/td_target``, ``qne.grad.actor/...`` -> ``qne``."""
+    return name.split("/", 1)[0].split(".", 1)[0]
+
+
+def split_by_file(official: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The official side's outputs -> ``{file name: arrays}`` (:func:`stored_file`)."""
+    files: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in official.items():
+        agent = agent_of(name)
+        if agent in OFFICIAL_ALGOS:
+            files.setdefault(stored_file(agent), {})[name] = value
+    if "jax_version" in official:  # in every file written
+        for arrays in files.values():
+            arrays["jax_version"] = official["jax_version"]
+    return files

@@ -30,9 +30,10 @@ from revflow.agents.base import Batch
 from revflow.agents.registry import get_agent_class
 from revflow.engine import TrainConfig, _make_update, _to_batch, _Trainer
 from revflow.envs import env_info, make_env
+from revflow.overrides import OverrideError, apply_overrides
 from revflow.replay import ReplayBuffer
 
-__all__ = ["ThroughputArgs", "matmul_peak_gflops", "run_throughput", "throughput"]
+__all__ = ["ThroughputArgs", "agent_config", "matmul_peak_gflops", "run_throughput", "throughput"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ThroughputArgs:
     update_seconds: float = 5.0
     #: Seconds (approximately) spent timing the end-to-end loop; 0 skips it.
     e2e_seconds: float = 10.0
+    #: Random-action env steps of the end-to-end loop before its first update.
+    warmup_steps: int = 1000
+    #: Agent config overrides on top of the preset, ``FIELD=VALUE`` (as ``revflow sweep --set``).
+    set: tuple[str, ...] = ()
     #: Size of the matmul that measures the float32 peak.
     matmul_size: int = 2048
     #: Also write the results as JSON to this path.
@@ -99,13 +104,26 @@ class _TimingLogger:
         pass
 
 
+def agent_config(args: ThroughputArgs) -> Any:
+    """The agent config measured: the preset with ``args.set`` applied (``OverrideError``, a
+    ``ValueError``, for an unknown field or a bad value)."""
+    cls = get_agent_class(args.algo)
+    base = cls.Config.from_preset(args.preset)
+    pairs = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OverrideError(f"--set {item!r} is not FIELD=VALUE")
+        pairs[key] = value
+    return apply_overrides(cls.Config, base, pairs, f"{args.algo} config")
+
+
 def throughput(args: ThroughputArgs) -> dict[str, Any]:
     """Run the measurements; returns a dict of results (see the module docstring)."""
-    cls = get_agent_class(args.algo)
-    agent_cfg = cls.Config.from_preset(args.preset)
+    agent_cfg = agent_config(args)
     env = make_env(args.env, seed=args.seed)
     obs_dim, act_dim, _ = env_info(env)
-    agent = cls(agent_cfg, obs_dim, act_dim)
+    agent = get_agent_class(args.algo)(agent_cfg, obs_dim, act_dim)
     batch_size = int(getattr(agent_cfg, "batch_size", 256))
     gamma = float(getattr(agent_cfg, "gamma", 0.99))
 
@@ -156,12 +174,15 @@ def throughput(args: ThroughputArgs) -> dict[str, Any]:
     result: dict[str, Any] = {
         "algo": args.algo,
         "preset": args.preset,
+        "overrides": list(args.set),
         "env": args.env,
         "device": str(jax.devices()[0]),
         "device_kind": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
         "platform": jax.default_backend(),
         "updates_per_call": n,
         "batch_size": batch_size,
+        "warmup_steps": args.warmup_steps,
         "compile_s": compile_s,
         "fused_compile_s": fused_compile_s,
         "updates_per_s": updates_per_s,
@@ -178,7 +199,7 @@ def throughput(args: ThroughputArgs) -> dict[str, Any]:
 def _end_to_end(args: ThroughputArgs, agent_cfg: Any, updates_per_s: float) -> dict[str, Any]:
     """The engine's real loop at UTD 1; timed from the first log event after the policy has
     acted (so the act/update compilation is excluded) to the last."""
-    warmup = 1000
+    warmup = args.warmup_steps
     lead = max(args.updates_per_call, 50)  # policy steps before timing starts (compiles)
     timed = int(min(max(updates_per_s * args.e2e_seconds, 20), 20_000))
     timed = max(args.updates_per_call, timed // args.updates_per_call * args.updates_per_call)

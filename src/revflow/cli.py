@@ -525,14 +525,16 @@ def _bench_command(argv: Sequence[str]) -> int:
         return 0
     if argv[0] != "throughput":
         raise UsageError(f"unknown bench {argv[0]!r}; available: throughput")
-    from revflow.bench import ThroughputArgs, run_throughput
+    from revflow.bench import ThroughputArgs, agent_config, run_throughput
 
     args = _tyro_cli(ThroughputArgs, list(argv[1:]), "revflow bench throughput")
     _agent_class(args.algo)
     try:
-        _agent_class(args.algo).Config.from_preset(args.preset)
+        agent_config(args)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    if args.warmup_steps < 0:
+        raise UsageError(f"--warmup-steps {args.warmup_steps} must be >= 0")
     _check_env(args.env)
     run_throughput(args)
     return 0
