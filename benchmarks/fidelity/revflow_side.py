@@ -354,6 +354,10 @@ def run_qne(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         actor_lr=s["actor_lr"],
         critic_lr=s["critic_lr"],
     )
+    if cfg.policy_space != "box":
+        # The tanh-latent variant has no counterpart of their box sampler, log-likelihood or
+        # candidates: its quantities are missing (rows that differ), only its defaults compare.
+        return {}
     agent = make_agent("qne", cfg, s["obs_dim"], s["act_dim"])
     out: dict[str, np.ndarray] = {}
     fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
