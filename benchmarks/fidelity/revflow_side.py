@@ -512,7 +512,7 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
             "eval_best_of_n": True,
             "num_particles_eval": c.num_particles,
             "num_reverse_samples": c.num_reverse_samples,
-            "t_min": c.tau_min if c.policy_space == "box" else 1.0 - c.t_max,
+            "t_min": c.tau_min if c.policy_space == "box" else round(1.0 - c.t_max, 12),
         }
     else:
         residual = c.actor_arch == "residual"

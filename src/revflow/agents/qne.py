@@ -27,11 +27,10 @@ to [-1, 1] and noise std sqrt(beta_k). One update (:func:`maxentdp_objective`):
     E_{(s, a) ~ D, t, u_t} || eps_theta(t, u_t, s, lam) - sum_i w_i x0_i ||^2,
     u_t = alpha_t atanh(a) + beta_t eps,  w = softmax_i(log p1(u1_i)),
 
-i.e. ``estimate_posterior_mean_batch(control_variate="none")`` mapped to eps, weights from the
-fresh online critics, the network fed 1000 t, a' one draw of the probability-flow (DDIM)
-sampler with its exact change-of-variables log density (:mod:`revflow.agents.policies`),
-candidates not truncated (the latent has no box), LeCun init, ``cos-sin-1e4`` embedding, the
-squared error summed over action dimensions, gradients clipped at 10 (one global norm),
+i.e. ``estimate_posterior_mean_batch(control_variate="none")`` mapped to eps, weights by the
+fresh online critics, time input 1000 t, a' one probability-flow (DDIM) draw with its exact
+change-of-variables log density (:mod:`revflow.agents.policies`), untruncated candidates,
+LeCun init, ``cos-sin-1e4``, the loss summed over action dims, clip 10 (one global norm),
 evaluation best of 32 by the online critics with the engine's keys.
 """
 
@@ -73,8 +72,7 @@ __all__ = [
 
 PolicySpace = Literal["box", "latent"]
 POLICY_SPACES: tuple[str, ...] = ("box", "latent")
-#: Floors of the authors' noise scales (sqrt(1 - abar) and sigma = sqrt(1 - abar)/sqrt(abar)).
-SCALE_FLOOR = 1e-5
+SCALE_FLOOR = 1e-5  # of sqrt(1 - abar) and sigma = sqrt(1 - abar)/sqrt(abar), as theirs
 
 
 @dataclasses.dataclass(frozen=True)
