@@ -173,7 +173,7 @@ def test_qne_revflow_preset_departs(stored) -> None:
     )
     bad = {r.quantity for r in rows if not r.ok}
     assert {"eps_net", "td_target", "actor_grad", "default/actor_max_grad_norm"} <= bad
-    assert "default/t_min" in bad and "default/lam" not in bad
+    assert "default/log_prob_samples" in bad and "default/lam" not in bad
 
 
 #: The authors' baselines whose official outputs are stored: quantities every one records.
