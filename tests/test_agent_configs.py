@@ -44,3 +44,21 @@ def test_diffusion_fast_presets_share_one_constant() -> None:
     for algo in ("dacer", "dipo", "dpmd", "dqs", "qne", "qsm", "qvpo", "rfm-diffusion", "sdac"):
         fast = get_agent_class(algo).Config.PRESETS["fast"]
         assert fast.items() >= FAST_DIFFUSION.items(), algo
+
+
+def test_qne_configs_saved_before_the_authors_defaults_keep_their_behaviour() -> None:
+    """A qne config saved before ``policy_space`` existed (revflow's tanh-latent qne, clipping
+    at 10, LeCun init) loads as the ``revflow`` preset; the default is the authors' maxentdp."""
+    config_cls = get_agent_class("qne").Config
+    old = make_config("qne", "revflow").to_dict()
+    for new_field in ("policy_space", "network_init", "embedding", "actor_loss_reduction",
+                      "critic_clip", "tau_min", "tau_max", "log_prob_samples", "log_prob_steps",
+                      "clip_sampler"):  # fmt: skip
+        del old[new_field]
+    assert config_cls.from_dict(old) == make_config("qne", "revflow")
+    default = make_config("qne")
+    assert (default.policy_space, default.max_grad_norm, default.network_init) == (
+        "box",
+        0.0,
+        "orthogonal",
+    )

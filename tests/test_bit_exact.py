@@ -56,7 +56,11 @@ COUNTS: dict[str, Any] = {
     "action_steps": 3,
 }
 #: Presets beyond reference / fast whose code paths differ.
-EXTRA_PRESETS: dict[str, tuple[str, ...]] = {"rfm": ("revflow",), "sac": ("standard", "revflow")}
+EXTRA_PRESETS: dict[str, tuple[str, ...]] = {
+    "rfm": ("revflow",),
+    "qne": ("revflow",),
+    "sac": ("standard", "revflow"),
+}
 
 
 def _overrides(algo: str, preset: str) -> dict[str, Any]:

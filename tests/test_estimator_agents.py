@@ -41,8 +41,15 @@ def _batch(seed: int = 0) -> Batch:
     return Batch(f(B, OBS), jnp.tanh(f(B, ACT)), f(B), f(B, OBS), jnp.full((B,), 0.99))
 
 
+#: The posterior-target members checked here; qne's is its tanh-latent variant (preset
+#: ``revflow``): its default, the authors' maxentdp, is checked quantity by quantity by
+#: tests/test_fidelity_revflow_side.py.
+PRESETS = {"qne": "revflow"}
+
+
 def _agent(name: str, **overrides):
-    return make_agent(name, make_config(name, **{**TINY, **overrides}), OBS, ACT)
+    config = make_config(name, PRESETS.get(name, "reference"), **{**TINY, **overrides})
+    return make_agent(name, config, OBS, ACT)
 
 
 @functools.cache
@@ -118,6 +125,7 @@ def test_registered_with_published_defaults():
         ("sdac", {"q_scale": -1.0}, "q_scale=-1.0"),
         ("sdac", {"control_variate": "tweedie"}, "control_variate='tweedie'"),
         ("qne", {"num_reverse_samples": 0}, "num_reverse_samples=0"),
+        ("qne", {"policy_space": "tanh"}, "policy_space='tanh'"),
     ],
 )
 def test_invalid_config_is_rejected(name, overrides, match):

@@ -81,6 +81,10 @@ GRADIENTS = {
     ("rfm", "critic"): mapping.critic,
     ("sac", "actor"): mapping.residual_mlp,
     ("sac", "critic"): mapping.critic,
+    ("qne", "actor"): lambda tree: mapping.velocity_net(
+        tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
+    ),
+    ("qne", "critic"): mapping.critic,
 }
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mapping
 from spec import SIZES, flatten, unflatten
 
+from revflow.agents import box_diffusion, qne
 from revflow.agents.base import Batch
 from revflow.agents.common import gradient_clipping
 from revflow.agents.critics import critic_td_step
@@ -329,6 +330,129 @@ def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
     return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
+def run_qne(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' maxentdp quantities with revflow's ``qne`` (box policy), their recorded
+    draws injected (``draw/*``), their three critics mapped (online, target)."""
+    s = SIZES
+    cfg = make_config(
+        "qne",
+        preset,
+        batch_size=s["batch"],
+        gamma=s["discount"],
+        tau=s["tau"],
+        critic_hidden=(s["hidden"],) * s["layers"],
+        num_critics=s["num_critics"],
+        actor_hidden=s["hidden"],
+        actor_blocks=s["layers"],
+        embed_dim=s["emb"],
+        num_particles=s["eval_candidates"],
+        num_flow_steps=s["diffusion_steps"],
+        num_reverse_samples=s["qne_candidates"],
+        log_prob_samples=s["qne_log_prob_samples"],
+        log_prob_steps=s["qne_log_prob_steps"],
+        lam=s["lam"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "box":
+        # The tanh-latent variant has no counterpart of their box sampler, log-likelihood or
+        # candidates: its quantities are missing (rows that differ), only its defaults compare.
+        return {}
+    agent = make_agent("qne", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    _fingerprint_velocity_net(out, "qne", fresh, cfg.actor_blocks)
+    state = fresh.replace(
+        actor_params=_tree(
+            mapping.velocity_net(
+                unflatten(official, "qne.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+            )
+        ),
+        critic_params=_tree(mapping.critic(unflatten(official, "qne.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "qne.param.target"))),
+    )
+    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("qne.draw/")}
+    values, grads = jax.jit(lambda st, x, d: _qne_quantities(agent, st, x, d))(
+        state, _tree(inp), _tree(draws)
+    )
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"qne.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _fingerprint_velocity_net(out: dict, name: str, fresh: Any, blocks: int) -> None:
+    a = fresh.actor_params["params"]
+    first = [a[n]["kernel"] for n in ("cond_proj", "x_proj", "t_proj", "lam_proj")]
+    _init_fingerprint(
+        out,
+        name,
+        [
+            np.concatenate(first, 0),
+            *(a[f"blocks_{i}"]["kernel"] for i in range(blocks)),
+            a["out"]["kernel"],
+        ],
+        [a["x_proj"]["bias"]]
+        + [a[f"blocks_{i}"]["bias"] for i in range(blocks)]
+        + [a["out"]["bias"]],
+        fresh.critic_params,
+    )
+
+
+def _qne_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
+    """Every qne quantity (one jitted program): ``(values, gradient trees)``."""
+    policy, critic, cfg = agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online, target = state.actor_params, state.critic_params, state.target_critic_params
+    batch = _batch(inp)
+    lam = agent.temperature(state.step)
+    out["qne/temperature"] = lam[None]
+    for prefix, sch in (
+        ("schedule", policy.schedule),
+        ("log_prob_schedule", policy.log_prob_schedule),
+    ):
+        for name, value in sch._asdict().items():
+            out[f"qne/{prefix}_{name}"] = value
+    out["qne/schedule_t_max"] = jnp.asarray([cfg.tau_max], jnp.float32)
+
+    abar = box_diffusion.cosine_alpha_hat(inp["diff_tau"])
+    out["qne/log_snr_of_tau"] = box_diffusion.log_snr(abar)
+    out["qne/eps_net"] = policy.eps(actor, abar, inp["diff_x"], batch.obs, lam)
+    out["qne/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["qne/critic_q_min"] = critic.q_min(online, batch.obs, batch.action)
+    # Evaluation: revflow's own rule (state-hash keys, its own draws from them).
+    out["qne/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+
+    # TD: a' and its log-likelihood with their draws injected.
+    a_next = policy.sample_with_noise(actor, batch.next_obs, lam, d["td_init"], d["td_noise"])
+    log_pi = policy.log_prob_with_noise(actor, batch.next_obs, a_next, lam, d["log_prob_noise"])
+    out["qne/td_next_action"], out["qne/td_next_log_prob"] = a_next, log_pi
+    next_q = critic.q_min(target, batch.next_obs, a_next)
+    y = batch.reward + batch.discount * (next_q - lam * log_pi)
+    out["qne/td_target"] = y
+    opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), recorder())
+    _, opt_state, metrics = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+    out["qne/critic_loss"] = metrics["critic_loss"][None]
+
+    # Actor: noised replay actions, truncated candidates weighted by the target critics.
+    alpha1, alpha2, a_tau = qne.noisy_replay(d["train_tau"], batch.action, d["train_noise"])
+    out["qne/train_tau"] = d["train_tau"]
+    out["qne/train_log_snr"] = box_diffusion.log_snr(box_diffusion.cosine_alpha_hat(d["train_tau"]))
+    out["qne/train_noisy_action"] = a_tau
+    eps_target, cand, w = qne.eps_target(
+        agent.q_fn(target), batch.obs, a_tau, alpha1, alpha2, d["candidate_noise"], lam
+    )
+    out["qne/candidate_actions"], out["qne/candidate_weights"] = cand, w
+    out["qne/eps_target"] = eps_target
+    inputs = (batch.obs, box_diffusion.cosine_alpha_hat(d["train_tau"]), a_tau, eps_target, lam)
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["qne/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
 def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
     """``<agent>/default/<name>``: revflow's defaults under the names of
     :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
@@ -371,6 +495,25 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
             "optimal_control_variate": c.control_variate == "optimal",
             "policy_endpoints": c.endpoint_source == "policy",
         }
+    elif agent == "qne":
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "num_flow_steps": c.num_flow_steps,
+            "lam": c.lam,
+            "lam_end": c.lam if c.lam_end is None else c.lam_end,
+            # the box policy is theirs; the latent one clips nothing and has no tau_min
+            "clip_sampler": c.policy_space == "box" and c.clip_sampler,
+            "entropy_backup": c.entropy_backup,
+            "log_prob_samples": c.log_prob_samples if c.policy_space == "box" else -1,
+            "log_prob_steps": c.log_prob_steps if c.policy_space == "box" else -1,
+            "eval_best_of_n": True,
+            "num_particles_eval": c.num_particles,
+            "num_reverse_samples": c.num_reverse_samples,
+            "t_min": c.tau_min if c.policy_space == "box" else round(1.0 - c.t_max, 12),
+        }
     else:
         residual = c.actor_arch == "residual"
         values = {
@@ -384,7 +527,7 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
     return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
 
 
-AGENTS = {"rfm": run_rfm, "sac": run_sac}
+AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne}
 
 
 def run(

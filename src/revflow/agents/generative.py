@@ -39,31 +39,7 @@ class GenerativeAgent(ActorCriticAgent):
     def __init__(self, config: Any, obs_dim: int, act_dim: int):
         super().__init__(config, obs_dim, act_dim)
         c = config
-        self.policy = LatentPolicy(
-            net=VelocityNet(
-                out_dim=act_dim,
-                hidden=c.actor_hidden,
-                num_blocks=c.actor_blocks,
-                time_embed_dim=c.embed_dim,
-                temp_embed_dim=c.embed_dim,
-                kernel_init=c.network_init,
-                embedding=c.embedding,
-            ),
-            path=(
-                VE(sigma_min=c.ve_sigma_min, sigma_max=c.ve_sigma_max)
-                if c.path == "ve"
-                else make_path(c.path)
-            ),
-            act_dim=act_dim,
-            kind=c.policy,
-            sampler=c.sampler,
-            num_steps=c.num_flow_steps,
-            t_min=c.t_min,
-            t_max=c.t_max,
-            parameterisation=c.parameterisation,
-            time_scale=c.time_scale,
-            clip=self.sampler_clip(),
-        )
+        self.policy = self.make_policy()
         self.critic = CriticEnsemble.make(
             c.num_critics,
             c.critic_hidden,
@@ -77,6 +53,35 @@ class GenerativeAgent(ActorCriticAgent):
             actor_lr = optax.linear_schedule(c.actor_lr, c.actor_lr_end, c.lr_decay_updates)
         self.actor_opt = make_optimizer(actor_lr, c.max_grad_norm)
         self.objective = type(self).make_objective(self)
+
+    def make_policy(self) -> Any:
+        """The policy object (an algorithm may compose another one)."""
+        c = self.config
+        return LatentPolicy(
+            net=VelocityNet(
+                out_dim=self.act_dim,
+                hidden=c.actor_hidden,
+                num_blocks=c.actor_blocks,
+                time_embed_dim=c.embed_dim,
+                temp_embed_dim=c.embed_dim,
+                kernel_init=c.network_init,
+                embedding=c.embedding,
+            ),
+            path=(
+                VE(sigma_min=c.ve_sigma_min, sigma_max=c.ve_sigma_max)
+                if c.path == "ve"
+                else make_path(c.path)
+            ),
+            act_dim=self.act_dim,
+            kind=c.policy,
+            sampler=c.sampler,
+            num_steps=c.num_flow_steps,
+            t_min=c.t_min,
+            t_max=c.t_max,
+            parameterisation=c.parameterisation,
+            time_scale=c.time_scale,
+            clip=self.sampler_clip(),
+        )
 
     def sampler_clip(self) -> str | None:
         """How the diffusion sampler is kept in the latent box (None: not at all)."""

@@ -1,0 +1,225 @@
+"""A diffusion policy in the action box, as the authors' MaxEntDP runs it (baselines note,
+"maxentdp (revflow: qne)"): the policy of ``qne`` with ``policy_space="box"``.
+
+- Diffusion time tau (0 = data) on the cosine schedule abar(tau) = cos^2((tau + s)/(1 + s)
+  pi/2) / cos^2(s/(1 + s) pi/2), s = 0.008, over [tau_min, tau_max] (:func:`cosine_tau_max`
+  is the default tau_max); the sampler's grid is ``linspace(tau_min, tau_max, N + 1)``
+  (:func:`cosine_schedule`).
+- The eps network reads the log-SNR log abar - log(1 - abar) (abar clipped to
+  [1e-5, 1 - 1e-5]) as its time input.
+- Sampling (:meth:`BoxDiffusionPolicy.sample_with_noise`): x ~ N(0, I); for k = N-1 .. 0,
+  x0 = clip((x - sqrt(1 - abar_k) eps)/sqrt(abar_k), -1, 1), then the DDPM posterior mean
+  plus sqrt(beta_k) z for k > 0; the final x is clipped to [-1, 1]. No squashing.
+- Log-likelihood (:meth:`BoxDiffusionPolicy.log_prob_with_noise`): the authors' discretised
+  denoising estimate sum_j w_j (abar_j D - mean_s ||eps'_{s,j} - eps_{s,j}||^2) - (D/2)
+  log(2 pi e), w_j = (abar'_j - abar_j)/(2 abar_j (1 - abar_j)), on a second grid of
+  ``log_prob_steps`` points with ``log_prob_samples`` noises per point; stochastic.
+- Evaluation keys from a hash of the state (:func:`state_hash_keys`): the evaluation action is
+  a fixed function of the state.
+
+Every function is pure; the ``*_with_noise`` forms take the draws explicitly (the fidelity
+harness injects the authors' recorded draws), the key forms draw them in the authors' order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from revflow.agents.base import Array
+from revflow.networks import VelocityNet
+
+__all__ = [
+    "BoxDiffusionPolicy",
+    "Schedule",
+    "cosine_alpha_hat",
+    "cosine_schedule",
+    "cosine_tau_max",
+    "log_snr",
+    "state_hash_keys",
+]
+
+#: Offset s of the cosine schedule.
+COSINE_S = 0.008
+#: abar is clipped to [ABAR_EPS, 1 - ABAR_EPS] before the log-SNR.
+ABAR_EPS = 1e-5
+
+
+def cosine_tau_max(s: float = COSINE_S, beta_max: float = 999.0) -> float:
+    """The time where the cosine schedule's continuous beta reaches ``beta_max``."""
+    return math.atan(beta_max * (1.0 + s) / math.pi) * 2.0 * (1.0 + s) / math.pi - s
+
+
+def cosine_alpha_hat(tau: Array, s: float = COSINE_S) -> Array:
+    """abar(tau) of the cosine schedule (module docstring)."""
+    f = jnp.cos((jnp.asarray(tau) + s) / (1.0 + s) * jnp.pi * 0.5) ** 2
+    f0 = jnp.cos(s / (1.0 + s) * jnp.pi * 0.5) ** 2
+    return f / f0
+
+
+def log_snr(alpha_hat: Array) -> Array:
+    """log abar - log(1 - abar), abar clipped to [1e-5, 1 - 1e-5]: the network's time input."""
+    alpha_hat = jnp.clip(alpha_hat, ABAR_EPS, 1.0 - ABAR_EPS)
+    return jnp.log(alpha_hat) - jnp.log1p(-alpha_hat)
+
+
+class Schedule(NamedTuple):
+    """The discrete schedule of an N-step sampler: abar at the N + 1 grid points
+    (``alpha_hat_prevs``), at the N upper points (``alpha_hats``), their ratios and 1 - ratios."""
+
+    alpha_hat_prevs: Array
+    alpha_hats: Array
+    alphas: Array
+    betas: Array
+
+
+def cosine_schedule(num_steps: int, tau_min: float, tau_max: float) -> Schedule:
+    """The cosine schedule on ``linspace(tau_min, tau_max, num_steps + 1)`` (float32)."""
+    grid = jnp.linspace(tau_min, tau_max, num_steps + 1, dtype=jnp.float32)
+    prevs = cosine_alpha_hat(grid)
+    alpha_hats = prevs[1:]
+    alphas = alpha_hats / prevs[:-1]
+    return Schedule(prevs, alpha_hats, alphas, 1.0 - alphas)
+
+
+def state_hash_keys(obs: Array) -> Array:
+    """One PRNG key per state (B, 2) from the float32 bits of its coordinates, mixed with the
+    constants of the authors' evaluation rule and summed (a zero sum becomes 1)."""
+    bits = jax.lax.bitcast_convert_type(obs.astype(jnp.float32), jnp.uint32)
+    idx = jnp.arange(bits.shape[1], dtype=jnp.uint32)[None, :]
+    x = bits + jnp.uint32(0x9E3779B9) * (idx + jnp.uint32(1))
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    x = x ^ (x >> 16)
+    seeds = jnp.sum(x, axis=1, dtype=jnp.uint32)
+    seeds = jnp.where(seeds == 0, jnp.uint32(1), seeds)
+    return jax.vmap(jax.random.PRNGKey)(seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxDiffusionPolicy:
+    """An eps-prediction diffusion policy whose samples live in [-1, 1]^D (module docstring).
+    ``clip`` clips x0 in every sampler and log-likelihood step and the final sample."""
+
+    net: VelocityNet
+    act_dim: int
+    num_steps: int
+    tau_min: float
+    tau_max: float
+    log_prob_samples: int
+    log_prob_steps: int
+    clip: bool = True
+
+    def init(self, key: Array, obs_dim: int) -> Any:
+        obs = jnp.zeros((1, obs_dim), jnp.float32)
+        act = jnp.zeros((1, self.act_dim), jnp.float32)
+        return self.net.init(key, 0.5, act, obs, 1.0)
+
+    @property
+    def schedule(self) -> Schedule:
+        return cosine_schedule(self.num_steps, self.tau_min, self.tau_max)
+
+    @property
+    def log_prob_schedule(self) -> Schedule:
+        return cosine_schedule(self.log_prob_steps, self.tau_min, self.tau_max)
+
+    def eps(self, params: Any, alpha_hat: Array, x: Array, obs: Array, lam: Array) -> Array:
+        """eps_theta at rows x (..., D) of diffusion level abar (broadcast to the rows)."""
+        rows = x.shape[:-1]
+        t = jnp.broadcast_to(log_snr(alpha_hat), rows)
+        return self.net.apply(params, t, x, obs, jnp.broadcast_to(lam, rows))
+
+    def _x0(self, x: Array, alpha_hat: Array, eps: Array) -> Array:
+        x0 = (x - jnp.sqrt(1.0 - alpha_hat) * eps) / jnp.sqrt(alpha_hat)
+        return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
+
+    def sample_with_noise(
+        self, params: Any, obs: Array, lam: Array, x_init: Array, noise: Array
+    ) -> Array:
+        """Actions (B, D) from x_init (B, D) ~ N(0, I) and ``noise`` (N, B, D), row k the
+        noise of sampler step N-1-k (the order of the draws)."""
+        sch = self.schedule
+
+        def step(x: Array, inputs: tuple[Array, Array]) -> tuple[Array, None]:
+            k, z = inputs
+            abar, abar_prev = sch.alpha_hats[k], sch.alpha_hat_prevs[k]
+            alpha, beta = sch.alphas[k], sch.betas[k]
+            x0 = self._x0(x, abar, self.eps(params, abar, x, obs, lam))
+            mean = (jnp.sqrt(abar_prev) * beta / (1.0 - abar)) * x0 + (
+                jnp.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar)
+            ) * x
+            return mean + jnp.where(k > 0, jnp.sqrt(beta) * z, 0.0), None
+
+        ks = jnp.arange(self.num_steps - 1, -1, -1)
+        x, _ = jax.lax.scan(step, x_init, (ks, noise))
+        return jnp.clip(x, -1.0, 1.0) if self.clip else x
+
+    def draws(self, key: Array, rows: int) -> tuple[Array, Array]:
+        """The sampler's draws from ``key`` in the authors' order: x_init from the second half
+        of ``split(key)``, then per step ``key, k_noise = split(key)``."""
+        key, k_init = jax.random.split(key)
+        x_init = jax.random.normal(k_init, (rows, self.act_dim), jnp.float32)
+
+        def one(key: Array, _: Any) -> tuple[Array, Array]:
+            key, k_noise = jax.random.split(key)
+            return key, jax.random.normal(k_noise, (rows, self.act_dim), jnp.float32)
+
+        _, noise = jax.lax.scan(one, key, None, length=self.num_steps)
+        return x_init, noise
+
+    def sample(self, params: Any, key: Array, obs: Array, lam: Array) -> Array:
+        """One action per row of obs (B, obs_dim)."""
+        return self.sample_with_noise(params, obs, lam, *self.draws(key, obs.shape[0]))
+
+    def best_of_n_with_noise(
+        self, params: Any, obs: Array, lam: Array, q_fn: Callable, x_init: Array, noise: Array
+    ) -> Array:
+        """Per state, the candidate with the highest ``q_fn(obs, a)`` among n samples drawn
+        from x_init (B, n, D) and noise (B, N, n, D)."""
+
+        def one(s: Array, x0: Array, z: Array) -> Array:
+            s_rep = jnp.broadcast_to(s[None], (x0.shape[0], s.shape[0]))
+            cand = self.sample_with_noise(params, s_rep, lam, x0, z)
+            return cand[jnp.argmax(q_fn(s_rep, cand))]
+
+        return jax.vmap(one)(obs, x_init, noise)
+
+    def best_of_n(
+        self, params: Any, keys: Array, obs: Array, lam: Array, q_fn: Callable, n: int
+    ) -> Array:
+        """:meth:`best_of_n_with_noise` with each state's draws from its own key (B, 2)."""
+        x_init, noise = jax.vmap(lambda k: self.draws(k, n))(keys)
+        return self.best_of_n_with_noise(params, obs, lam, q_fn, x_init, noise)
+
+    def log_prob_with_noise(
+        self, params: Any, obs: Array, action: Array, lam: Array, noise: Array
+    ) -> Array:
+        """The denoising estimate of log pi(a|s) (B,) with noise (B, S, J, D) (module
+        docstring)."""
+        sch = self.log_prob_schedule
+        abar = jnp.clip(sch.alpha_hats, ABAR_EPS, 1.0 - ABAR_EPS)[None, None, :, None]
+        abar_prev = sch.alpha_hat_prevs[:-1][None, None, :, None]
+        x = jnp.sqrt(abar) * action[:, None, None, :] + jnp.sqrt(1.0 - abar) * noise
+        obs_rep = jnp.broadcast_to(obs[:, None, None, :], (*x.shape[:-1], obs.shape[-1]))
+        x0 = self._x0(x, abar, self.eps(params, abar[..., 0], x, obs_rep, lam))
+        eps = (x - jnp.sqrt(abar) * x0) / jnp.sqrt(1.0 - abar)
+        weight = ((abar_prev - abar) / (2.0 * abar * (1.0 - abar)))[0, 0, :, 0]
+        error = jnp.mean(jnp.sum((eps - noise) ** 2, axis=-1), axis=1)  # (B, J)
+        d = self.act_dim
+        per_level = (abar[0, 0, :, 0] * d - error) * weight
+        return jnp.sum(per_level, axis=1) - 0.5 * d * jnp.log(2.0 * jnp.pi * jnp.exp(1.0))
+
+    def log_prob(self, params: Any, key: Array, obs: Array, action: Array, lam: Array) -> Array:
+        """:meth:`log_prob_with_noise` with the noise from the second half of ``split(key)``."""
+        _, k_noise = jax.random.split(key)
+        shape = (action.shape[0], self.log_prob_samples, self.log_prob_steps, self.act_dim)
+        return self.log_prob_with_noise(
+            params, obs, action, lam, jax.random.normal(k_noise, shape, jnp.float32)
+        )
