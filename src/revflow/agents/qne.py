@@ -99,8 +99,9 @@ class QNEConfig(DiffusionPosteriorConfig):
     tau_min: float = 1e-3
     #: Noise end of the box policy's diffusion time (the cosine schedule's beta = 999 point).
     tau_max: float = cosine_tau_max()
-    #: Noises per level and levels of the box policy's denoising log-likelihood estimate.
+    #: Noises per level of the box policy's denoising log-likelihood estimate.
     log_prob_samples: int = 50
+    #: Noise levels of the box policy's denoising log-likelihood estimate.
     log_prob_steps: int = 20
     #: Clip x0 to [-1, 1] in the box policy's sampler and log-likelihood.
     clip_sampler: bool = True
