@@ -287,14 +287,14 @@ def test_acting_reads_only_the_exported_fields():
         jaxpr = jax.make_jaxpr(act_all)(*[leaf for _, leaf in leaves]).jaxpr
         read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars}
         read |= {id(v) for v in jaxpr.outvars}
-        kept = set(acting_params(abstract))
+        kept = set(acting_params(abstract, agent.acting_extra_fields))
         for (path, _), var in zip(leaves, jaxpr.invars, strict=True):
             field = path[0].name
             assert id(var) not in read or field in kept, (name, jax.tree_util.keystr(path))
         assert "actor_params" in kept and not any(
             f.name.endswith("_opt") or f.name.startswith("target_")
             for f in dataclasses.fields(abstract)
-            if f.name in kept
+            if f.name in kept and f.name not in agent.acting_extra_fields
         )
 
 

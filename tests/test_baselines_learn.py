@@ -15,7 +15,8 @@ score -1400 to -1750 here.
 
 Measured on the 2-core CPU (other jobs running), trained return for seeds 0 / 1 (/ 2):
 qne -156 (seed 0, its default: the authors' maxentdp; 1248 s on a heavily loaded machine) and,
-before that default, -162 / -420 / -157 (the tanh-latent variant, preset revflow); rfm-diffusion -439 / -183; dqs -158 / -158; sdac -183 / -185;
+before that default, -162 / -420 / -157 (the tanh-latent variant, preset revflow);
+rfm-diffusion -439 / -183; dqs -158 / -158; sdac -183 / -185;
 qsm -266 / -493 / -1074; qvpo -404 / -195; dpmd -163 / -195; dacer -163 / -156 / -171;
 dipo -312 / -195. qsm and dacer clip their sampler to the latent box |u| <= atanh(0.999)
 (the ``clip`` of revflow.samplers, as the originals clip to the action box); without it (qsm
@@ -36,9 +37,10 @@ from _support import learn_pendulum
 STEPS = 5000  # env steps of every learning check here
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_qne_learns_pendulum(tmp_path: Path) -> None:
-    """QNE, 5000 env steps, about 50 s on 2 cores (module docstring for the numbers)."""
+    """QNE (the authors' maxentdp by default), 5000 env steps. Extended: its TD target
+    estimates a′'s log-likelihood from 50 x 20 denoiser calls, so this took ~8 min on 2 cores."""
     untrained, trained = learn_pendulum("qne", tmp_path, STEPS)
     assert untrained < -900, untrained
     assert trained > -800, trained

@@ -208,7 +208,7 @@ class Run:
         """The policy of checkpoint ``step`` (see :class:`revflow.policy.Policy`)."""
         agent, state, step = self._agent_state()
         info = {"algo": self.algo, "env": self.env, "run_dir": str(self.path), "step": step}
-        return Policy(agent, acting_params(state), mode, seed, info)
+        return Policy(agent, acting_params(state, agent.acting_extra_fields), mode, seed, info)
 
     def evaluate(
         self, episodes: int = 10, mode: str = "best-of-n", seed: int = 12345

@@ -57,11 +57,14 @@ def _dropped(field: str) -> bool:
     return field.startswith("target_") or field.endswith("_opt")
 
 
-def acting_params(state: Any) -> dict[str, Any]:
+def acting_params(state: Any, keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields of a train state (a flax struct dataclass) that acting reads: all but target
-    networks (``target_*``) and optimiser states (``*_opt``)."""
+    networks (``target_*``) and optimiser states (``*_opt``), except the fields in ``keep``
+    (the agent's :attr:`~revflow.agents.base.Agent.acting_extra_fields`)."""
     return {
-        f.name: getattr(state, f.name) for f in dataclasses.fields(state) if not _dropped(f.name)
+        f.name: getattr(state, f.name)
+        for f in dataclasses.fields(state)
+        if f.name in keep or not _dropped(f.name)
     }
 
 
@@ -96,7 +99,7 @@ class Policy:
         self._calls = 0
         abstract = jax.eval_shape(agent.init, jax.random.key(0))
         rest = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)}
-        rest = {k: v for k, v in rest.items() if _dropped(k)}
+        rest = {k: v for k, v in rest.items() if _dropped(k) and k not in agent.acting_extra_fields}
         template = abstract
 
         def act(params: dict[str, Any], key: jax.Array, obs: jax.Array) -> jax.Array:
@@ -177,7 +180,9 @@ def load_policy(path: str | Path, mode: str = "best-of-n", seed: int = 0) -> Pol
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     agent = cls(config, int(extra["obs_dim"]), int(extra["act_dim"]))
-    template = acting_params(jax.eval_shape(agent.init, jax.random.key(0)))
+    template = acting_params(
+        jax.eval_shape(agent.init, jax.random.key(0)), agent.acting_extra_fields
+    )
     params, _ = restore_checkpoint(path, template, step)
     info = {k: v for k, v in extra.items() if k not in ("format", "agent", "obs_dim", "act_dim")}
     return Policy(agent, params, mode, seed, info)

@@ -116,6 +116,12 @@ class Agent(abc.ABC):
     #: are pure functions of (state, key, batch) with no host-side work.
     COMPILED_LOOP: ClassVar[bool] = True
 
+    @property
+    def acting_extra_fields(self) -> tuple[str, ...]:
+        """Train-state fields that ``act`` reads beyond the non-target, non-optimiser ones
+        (an exported policy keeps them); none for most agents."""
+        return ()
+
     def __init__(self, config: AgentConfig, obs_dim: int, act_dim: int):
         if not isinstance(config, self.Config):
             raise TypeError(

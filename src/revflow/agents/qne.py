@@ -283,6 +283,11 @@ class QNE(GenerativeAgent):
             clip=c.clip_sampler,
         )
 
+    @property
+    def acting_extra_fields(self) -> tuple[str, ...]:
+        """The box policy's best-of-n reads the target critics (as the authors' evaluation)."""
+        return ("target_critic_params",) if self.config.policy_space == "box" else ()
+
     def act(self, state: Any, key: Array, obs: Array, mode: str = "explore") -> Array:
         """Box policy: one sample ("explore", "sample"), or the best of ``num_particles``
         samples by the target critics from state-hash keys ("best-of-n")."""

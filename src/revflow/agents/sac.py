@@ -63,7 +63,6 @@ from revflow.networks import KERNEL_INITS, MLP, ResidualMLP
 __all__ = ["SAC", "SACConfig", "SACState", "alpha_loss", "sac_objective"]
 
 
-
 @flax.struct.dataclass
 class SACState:
     """Everything an SAC update reads and writes (a pytree). The same fields as
