@@ -145,10 +145,11 @@ def _tree(x: Any) -> Any:
     return jax.tree.map(jnp.asarray, x)
 
 
-def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+def _sized_config(algo: str, preset: str, **values: Any) -> Any:
+    """``algo``'s config at the harness's small sizes (shared by the generative agents)."""
     s = SIZES
-    cfg = make_config(
-        "rfm",
+    return make_config(
+        algo,
         preset,
         batch_size=s["batch"],
         gamma=s["discount"],
@@ -158,6 +159,15 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         actor_hidden=s["hidden"],
         actor_blocks=s["layers"],
         embed_dim=s["emb"],
+        **values,
+    )
+
+
+def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    s = SIZES
+    cfg = _sized_config(
+        "rfm",
+        preset,
         num_particles=s["particles"],
         num_flow_steps=s["flow_steps"],
         t_min=s["t_min"],
@@ -334,17 +344,9 @@ def run_qne(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     """The authors' maxentdp quantities with revflow's ``qne`` (box policy), their recorded
     draws injected (``draw/*``), their three critics mapped (online, target)."""
     s = SIZES
-    cfg = make_config(
+    cfg = _sized_config(
         "qne",
         preset,
-        batch_size=s["batch"],
-        gamma=s["discount"],
-        tau=s["tau"],
-        critic_hidden=(s["hidden"],) * s["layers"],
-        num_critics=s["num_critics"],
-        actor_hidden=s["hidden"],
-        actor_blocks=s["layers"],
-        embed_dim=s["emb"],
         num_particles=s["eval_candidates"],
         num_flow_steps=s["diffusion_steps"],
         num_reverse_samples=s["qne_candidates"],
