@@ -4,8 +4,9 @@ recording (tests/data/bit_exact.npz).
 The recording pins the agents' arithmetic: a change to how agents are organised (modules,
 configs, state classes) must leave every leaf of the state, every metric and every action
 bit-for-bit equal. A deliberate change of an algorithm's maths re-records it
-(``python tests/test_bit_exact.py --record``) in the same commit, with the reason in its
-message.
+(``python tests/test_bit_exact.py --record ALGO@PRESET ...``; ``OLD=NEW`` moves a recording
+to another case name, as when a preset keeps the earlier behaviour) in the same commit, with the
+reason in its message.
 
 Each case is one agent under one preset with small sizes (batch 8, obs_dim 3, act_dim 2,
 32-wide nets): the ``reference`` preset with every size field small, the ``fast`` preset with
@@ -172,21 +173,40 @@ def test_recording_covers_every_agent() -> None:
     assert stored == {f"{a}@{p}" for a, p in cases()}
 
 
-def _record() -> None:
-    arrays = {}
-    for algo, preset in cases():
-        for k, v in run_case(algo, preset).items():
-            arrays[f"{algo}@{preset}::{k}"] = v
-        print(f"recorded {algo}@{preset}")
+def _record(names: list[str]) -> None:
+    """Record the cases named ``algo@preset`` (all cases when none is named), keeping every
+    other stored case as it is; ``OLD=NEW`` stores the recording of case OLD under NEW (a
+    preset that keeps an agent's earlier behaviour keeps its earlier recording)."""
+    known = {f"{a}@{p}": (a, p) for a, p in cases()}
+    arrays: dict[str, np.ndarray] = {}
+    if DATA.exists():
+        with np.load(DATA) as data:
+            arrays = {k: data[k] for k in data.files}
+    for name in names or list(known):
+        old, _, new = name.partition("=")
+        if new:
+            moved = {k: v for k, v in arrays.items() if k.startswith(f"{old}::")}
+            if not moved:
+                sys.exit(f"error: no stored recording of {old!r}")
+            arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{new}::")}
+            arrays.update({f"{new}::{k.split('::', 1)[1]}": v for k, v in moved.items()})
+            print(f"stored {old} as {new}")
+            continue
+        if name not in known:
+            sys.exit(f"error: unknown case {name!r} (known: {', '.join(sorted(known))})")
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{name}::")}
+        for k, v in run_case(*known[name]).items():
+            arrays[f"{name}::{k}"] = v
+        print(f"recorded {name}")
     DATA.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(DATA, **arrays)
     print(f"{len(arrays)} arrays -> {DATA} ({DATA.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
-        sys.exit("usage: python tests/test_bit_exact.py --record")
-    _record()
+    if sys.argv[1:2] != ["--record"]:
+        sys.exit("usage: python tests/test_bit_exact.py --record [ALGO@PRESET | OLD=NEW ...]")
+    _record(sys.argv[2:])
 
 
 DEFAULTS = Path(__file__).parent / "data" / "agent_defaults.json"
