@@ -56,10 +56,15 @@ from revflow.agents.configs import (
 )
 from revflow.agents.critics import td_target
 from revflow.agents.generative import GenerativeAgent
-from revflow.agents.posterior import METRICS, SwitchablePosteriorConfig, posterior_objective
+from revflow.agents.posterior import (
+    METRICS,
+    SwitchablePosteriorConfig,
+    posterior_objective,
+    weighted_target_metrics,
+)
 from revflow.agents.ve_score import VEScorePolicy
 
-__all__ = ["DQS", "DQSConfig", "dqs_objective", "score_target"]
+__all__ = ["DQS", "DQS_METRICS", "DQSConfig", "dqs_objective", "score_target"]
 
 PolicySpace = Literal["action", "latent"]
 EvalRule = Literal["noise-free", "best-of-n"]
@@ -168,18 +173,8 @@ def dqs_objective(agent: Any) -> Objective:
             jax.random.split(k_score, b)
         )
         target, w = score_target(agent.q_fn(state.critic_params), batch.obs, a_t, sqrt_h, xi, lam)
-        ess = 1.0 / jnp.sum(w**2, axis=1)
-        zero = jnp.zeros((), jnp.float32)
-        metrics = {
-            "lam": lam,
-            "ess_mean": jnp.mean(ess),
-            "ess_min": jnp.min(ess),
-            "cv_coefficient_mean": zero,
-            "cv_coefficient_abs_max": zero,
-            "posterior_variance_mean": zero,
-            "policy_q_mean": jnp.mean(critic.q_min(state.critic_params, batch.obs, batch.action)),
-            "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),
-        }
+        policy_q = critic.q_min(state.critic_params, batch.obs, batch.action)
+        metrics = weighted_target_metrics(lam, w, jnp.zeros((), jnp.float32), policy_q, target)
         weight = policy.h(t) + c.loss_weight_floor
         return (batch.obs, t, a_t, target, weight, lam), metrics
 
@@ -192,21 +187,25 @@ def dqs_objective(agent: Any) -> Objective:
     return Objective(split, critic_target, actor_inputs, actor_loss)
 
 
+#: The update's metrics: the posterior objective's, read for both policies.
+DQS_METRICS: dict[str, str] = {
+    **METRICS,
+    "actor_loss": "score regression loss (h(t) + 1e-3) ||score_theta - score target||^2 "
+    "(latent: eps regression ||eps_theta + sigma sum_i w_i grad log p1||^2)",
+    "policy_q_mean": "mean min_k Q(s, a) of the training endpoints (replay actions; latent: "
+    "one policy sample)",
+    "posterior_variance_mean": "mean delta-method variance of the mu1 estimate (0 for the "
+    "action-space policy)",
+}
+
+
 class DQS(GenerativeAgent):
     """iDEM-style score targets on a VE path (module docstring)."""
 
     name = "dqs"
     Config = DQSConfig
+    METRICS: ClassVar[dict[str, str]] = DQS_METRICS
     make_objective = dqs_objective
-    METRICS: ClassVar[dict[str, str]] = {
-        **METRICS,
-        "actor_loss": "score regression loss (h(t) + 1e-3) ||score_theta - score target||^2 "
-        "(latent: eps regression ||eps_theta + sigma sum_i w_i grad log p1||^2)",
-        "policy_q_mean": "mean min_k Q(s, a) of the training endpoints (replay actions; "
-        "latent: one policy sample)",
-        "posterior_variance_mean": "mean delta-method variance of the mu1 estimate (0 for the "
-        "action-space policy)",
-    }
 
     def make_policy(self) -> Any:
         c, latent = self.config, super().make_policy()

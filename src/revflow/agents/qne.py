@@ -58,6 +58,7 @@ from revflow.agents.posterior import (
     DiffusionPosteriorConfig,
     EndpointSource,
     posterior_objective,
+    weighted_target_metrics,
 )
 from revflow.networks import VelocityNet
 
@@ -198,19 +199,9 @@ def maxentdp_objective(agent: Any) -> Objective:
         z = candidate_noise(k_cand, a_tau, alpha1, alpha2, c.num_reverse_samples)
         q_target = agent.q_fn(state.target_critic_params)
         target, _, w = eps_target(q_target, batch.obs, a_tau, alpha1, alpha2, z, lam)
-        ess = 1.0 / jnp.sum(w**2, axis=1)
         spread = jnp.sum(w[..., None] ** 2 * (z + target[:, None, :]) ** 2, axis=1)
-        zero = jnp.zeros((), jnp.float32)
-        metrics = {
-            "lam": lam,
-            "ess_mean": jnp.mean(ess),
-            "ess_min": jnp.min(ess),
-            "cv_coefficient_mean": zero,
-            "cv_coefficient_abs_max": zero,
-            "posterior_variance_mean": jnp.mean(spread),
-            "policy_q_mean": jnp.mean(critic.q_min(state.critic_params, batch.obs, batch.action)),
-            "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),
-        }
+        policy_q = critic.q_min(state.critic_params, batch.obs, batch.action)
+        metrics = weighted_target_metrics(lam, w, jnp.mean(spread), policy_q, target)
         return (batch.obs, cosine_alpha_hat(tau), a_tau, target, lam), metrics
 
     def actor_loss(params: Any, inputs: Any) -> tuple[Array, dict]:
