@@ -172,3 +172,17 @@ def test_acting(eval_rule: str) -> None:
         assert not np.array_equal(first, second)
     with pytest.raises(ValueError, match="unknown act mode"):
         agent.act(state, jax.random.PRNGKey(1), obs, "greedy")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"policy_space": "box"}, "policy_space='box'"),
+        ({"eval_rule": "mean"}, "eval_rule='mean'"),
+        ({"diffusion_scale": -1.0}, "diffusion_scale=-1.0"),
+        ({"loss_weight_floor": -1e-3}, "loss_weight_floor=-0.001"),
+    ],
+)
+def test_invalid_config_is_rejected(overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_config("dqs", **overrides)
