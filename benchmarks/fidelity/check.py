@@ -85,6 +85,10 @@ GRADIENTS = {
         tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
     ),
     ("qne", "critic"): mapping.critic,
+    ("dqs", "actor"): lambda tree: mapping.velocity_net(
+        tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
+    ),
+    ("dqs", "critic"): mapping.critic,
 }
 
 

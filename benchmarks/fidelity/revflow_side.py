@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mapping
 from spec import SIZES, flatten, unflatten
 
-from revflow.agents import box_diffusion, qne
+from revflow.agents import box_diffusion, dqs, qne
 from revflow.agents.base import Batch
 from revflow.agents.common import gradient_clipping
-from revflow.agents.critics import critic_td_step
+from revflow.agents.critics import critic_td_step, td_target
 from revflow.agents.posterior import posterior_mean
 from revflow.agents.registry import make_agent, make_config
 from revflow.agents.sac import alpha_loss
@@ -455,6 +455,91 @@ def _qne_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, d
     return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
+def run_dqs(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' DQS quantities with revflow's ``dqs`` (action-space VE score policy), their
+    recorded draws injected (``draw/*``), their critics mapped (online, target)."""
+    s = SIZES
+    cfg = _sized_config(
+        "dqs",
+        preset,
+        num_flow_steps=s["diffusion_steps"],
+        num_reverse_samples=s["dqs_mc_samples"],
+        lam=s["lam"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "action":
+        return {}  # the tanh-latent variant has no counterpart of their sampler or target
+    agent = make_agent("dqs", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    _fingerprint_velocity_net(out, "dqs", fresh, cfg.actor_blocks)
+    state = fresh.replace(
+        actor_params=_tree(
+            mapping.velocity_net(
+                unflatten(official, "dqs.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+            )
+        ),
+        critic_params=_tree(mapping.critic(unflatten(official, "dqs.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "dqs.param.target"))),
+    )
+    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("dqs.draw/")}
+    values, grads = jax.jit(lambda st, x, d: _dqs_quantities(agent, st, x, d))(
+        state, _tree(inp), _tree(draws)
+    )
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"dqs.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _dqs_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
+    """Every dqs quantity (one jitted program): ``(values, gradient trees)``."""
+    policy, critic, cfg = agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online, target = state.actor_params, state.critic_params, state.target_critic_params
+    batch = _batch(inp)
+    lam = agent.temperature(state.step)
+    out["dqs/temperature"] = lam[None]
+    t01 = inp["diff_t01"]
+    out["dqs/noise_h"], out["dqs/noise_g"] = policy.h(t01), policy.g(t01)
+    out["dqs/loss_weight"] = policy.h(t01) + cfg.loss_weight_floor
+    out["dqs/score_net"] = policy.score(actor, t01, inp["diff_x"], batch.obs, lam)
+    out["dqs/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["dqs/critic_q_min"] = critic.q_min(online, batch.obs, batch.action)
+    # Evaluation: revflow's own rule (its state-hash keys and draws).
+    out["dqs/eval_sample_raw"] = policy.noise_free(actor, batch.obs, lam)
+    out["dqs/eval_action"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+
+    # TD: a' with their draws injected.
+    raw = policy.sample_with_noise(
+        actor, batch.next_obs, lam, d["td_init"], d["td_noise"], cfg.diffusion_scale
+    )
+    out["dqs/td_next_sample_raw"], out["dqs/td_next_action"] = raw, jnp.tanh(raw)
+    y = td_target(batch, critic.q_min(target, batch.next_obs, jnp.tanh(raw)))
+    out["dqs/td_target"] = y
+    opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), recorder())
+    _, opt_state, metrics = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+    out["dqs/critic_loss"] = metrics["critic_loss"][None]
+
+    # Actor: noised replay actions, the score target from the critics before their step.
+    t = d["train_t"]
+    sqrt_h = jnp.sqrt(policy.h(t))
+    a_t = batch.action + d["train_noise"] * sqrt_h[:, None]
+    out["dqs/train_t"], out["dqs/train_noised_action"] = t, a_t
+    score, _ = dqs.score_target(agent.q_fn(online), batch.obs, a_t, sqrt_h, d["score_noise"], lam)
+    out["dqs/score_target"] = score
+    weight = policy.h(t) + cfg.loss_weight_floor
+    out["dqs/train_loss_weight"] = weight
+    inputs = (batch.obs, t, a_t, score, weight, lam)
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["dqs/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
 def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
     """``<agent>/default/<name>``: revflow's defaults under the names of
     :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
@@ -516,6 +601,20 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
             "num_reverse_samples": c.num_reverse_samples,
             "t_min": c.tau_min if c.policy_space == "box" else round(1.0 - c.t_max, 12),
         }
+    elif agent == "dqs":
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "ve_sigma_min": c.ve_sigma_min,
+            "ve_sigma_max": c.ve_sigma_max,
+            "lam": c.lam,
+            "lam_end": c.lam if c.lam_end is None else c.lam_end,
+            "diffusion_scale": c.diffusion_scale,
+            "num_flow_steps": c.num_flow_steps,
+            "num_reverse_samples": c.num_reverse_samples,
+        }
     else:
         residual = c.actor_arch == "residual"
         values = {
@@ -529,7 +628,7 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
     return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
 
 
-AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne}
+AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne, "dqs": run_dqs}
 
 
 def run(
