@@ -534,7 +534,9 @@ def _qsm_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, d
     def noisy(a: jax.Array, z: jax.Array, std: float) -> jax.Array:  # noise injected
         return jnp.clip(a + std * z, -1.0, 1.0)
 
-    explore = policy.sample_with_noise(actor, batch.obs, temp, d["explore_init"], d["explore_noise"])
+    explore = policy.sample_with_noise(
+        actor, batch.obs, temp, d["explore_init"], d["explore_noise"]
+    )
     out["qsm/explore_action"] = noisy(explore, d["explore_action_noise"], cfg.explore_noise)
     a_next = policy.sample_with_noise(actor, batch.next_obs, temp, d["td_init"], d["td_noise"])
     a_next = noisy(a_next, d["td_action_noise"], cfg.target_noise)
