@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,9 @@ from revflow.agents.base import Array
 from revflow.networks import VelocityNet
 
 __all__ = [
+    "POLICY_SPACES",
     "BoxDiffusionPolicy",
+    "PolicySpace",
     "Schedule",
     "cosine_alpha_hat",
     "cosine_schedule",
@@ -51,6 +53,10 @@ __all__ = [
     "vp_beta_schedule",
 ]
 
+#: Where an agent's diffusion policy lives: the action box (this module) or revflow's tanh
+#: latent (:class:`revflow.agents.policies.LatentPolicy`).
+PolicySpace = Literal["box", "latent"]
+POLICY_SPACES: tuple[str, ...] = ("box", "latent")
 #: Offset s of the cosine schedule.
 COSINE_S = 0.008
 #: abar is clipped to [ABAR_EPS, 1 - ABAR_EPS] before the log-SNR.

@@ -4,41 +4,34 @@ by ``benchmarks/fidelity``; revflow's earlier variant is the preset ``revflow``.
 
 Default (``policy_space="box"``, :mod:`revflow.agents.box_diffusion` with QSM's options): an
 eps-prediction diffusion policy in the action box on the discrete VP-beta schedule of T = 20
-steps (b_min 0.1, b_max 10), the network reading the integer step k and the temperature
-input 1.0 (their ``ddpm_temperature``), a DDPM sampler with noise std sqrt(beta_k) whose
-iterate is clipped to [-1, 1] after every step (``clip_sampler``). One update
-(:func:`qsm_box_objective`), keys ``split(key, 5)`` = (_, next, step, noise, target noise):
-
-1. a' = clip(one sampler draw at s' + 0.1 N(0, I), -1, 1); TD target
-   r + discount min_k Qbar_k(s', a'); critic step (each critic its own MSE).
-2. With the critics AFTER that step, at noised REPLAY actions
-   a_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps, k ~ U{0..T-1}: eps target
-   -M mean_j grad_a Q_j(s, a_k), M = 50 (``q_scale``); loss mean over batch and action
-   dimensions; Adam.
-3. Polyak step. No gradient clipping; every kernel orthogonal (gain sqrt 2), the
-   ``sin-cos-1e3`` embedding; data collection one sample + N(0, 0.1^2) noise, clipped
-   (``explore_noise``); evaluation (``best-of-n``, the engine's evaluation mode) ONE sample
-   drawn from a key that is a hash of the state (no added noise, no critic).
+steps, the network reading the integer step k and the temperature input 1.0 (their
+``ddpm_temperature``), a DDPM sampler (noise std sqrt(beta_k)) whose iterate is clipped to
+[-1, 1] after every step (``clip_sampler``). One update (:func:`qsm_box_objective`):
+(1) a' = clip(one sample at s' + 0.1 N(0, I), -1, 1), TD target r + discount min_k
+Qbar_k(s', a'), critic step (each critic its own MSE); (2) with the critics AFTER that step,
+the eps target -M mean_j grad_a Q_j(s, a_k) (M = 50, ``q_scale``) at noised REPLAY actions
+a_k, loss mean over batch and action dimensions; (3) Polyak step. Adam, no gradient
+clipping, every kernel orthogonal (gain sqrt 2), the ``sin-cos-1e3`` embedding; data
+collection one sample + clipped N(0, 0.1^2) noise; evaluation (``best-of-n``, the engine's
+evaluation mode) ONE sample drawn from a key that is a hash of the state.
 
 ``policy_space="latent"`` (preset ``revflow``, and every config saved before this option:
-``LEGACY_DEFAULTS``) is revflow's earlier qsm (:func:`qsm_latent_objective`): the policy in
-the tanh latent on the continuous VP-cosine path (t in [0.02, 0.999], time input 1000 t), the
-eps target -beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u] at u_t built from
-atanh(clip(a, +-0.999)) (a beta_t factor, the gradient of the minimum, the Jacobian term), the
-temperature input 1/M, the sampler clipped to the latent box |u| <= atanh(0.999), the DDPM
-noise the posterior std, evaluation best of ``num_particles`` = 32 by Q with the engine's
+``LEGACY_DEFAULTS``) is revflow's earlier qsm (:func:`qsm_latent_objective`): the policy in the
+tanh latent on the continuous VP-cosine path (t in [0.02, 0.999], time input 1000 t), the eps
+target -beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u] at u_t built from
+atanh(clip(a, +-0.999)), temperature input 1/M, the sampler clipped to the latent box
+|u| <= atanh(0.999) (without it the latent ran away on Pendulum, seed 1: every action -1,
+return -1355), DDPM noise the posterior std, evaluation best of 32 by Q with the engine's
 keys, LeCun init, ``cos-sin-1e4``, the loss summed over action dims, clip 10 (one global
-norm). Without the latent clip the latent ran away on Pendulum (seed 1: median |u| 40 after
-warm-up, ~4e3 at 5000 steps, every action -1; return -1355). Both variants depart from the
-paper's original code (Alescontrela/score_matching_rl), whose actor minimises the inner
-product -eps_pred . dQ/da rather than this regression.
+norm). Both regress onto the target score; the original code (Alescontrela/
+score_matching_rl) minimises the inner product -eps_pred . dQ/da instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +45,12 @@ from revflow.agents.action_noise import (
 )
 from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, Batch, require
-from revflow.agents.box_diffusion import BoxDiffusionPolicy, state_hash_keys
+from revflow.agents.box_diffusion import (
+    POLICY_SPACES,
+    BoxDiffusionPolicy,
+    PolicySpace,
+    state_hash_keys,
+)
 from revflow.agents.configs import (
     FAST_DIFFUSION,
     REVFLOW_NETWORK,
@@ -69,21 +67,13 @@ from revflow.agents.critics import td_target
 from revflow.agents.generative import GenerativeAgent
 from revflow.agents.policies import replay_latent
 from revflow.losses import regression_loss
-from revflow.networks import VelocityNet
 
-__all__ = [
-    "QSM",
-    "QSMConfig",
-    "box_eps_target",
-    "qsm_box_objective",
-    "qsm_latent_objective",
-    "score_target",
-]
+__all__ = ["QSM", "QSMConfig", "box_eps_target", "qsm_objective", "score_target"]
 
-PolicySpace = Literal["box", "latent"]
-POLICY_SPACES: tuple[str, ...] = ("box", "latent")
 #: The box policy's temperature input (the authors' ``ddpm_temperature``).
 DDPM_TEMPERATURE = 1.0
+#: The actor loss's reduction over action dimensions (``losses.regression_loss``).
+REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,18 +121,12 @@ class QSMConfig(
             self.q_scale,
             "must be a finite number > 0",
         )
-        require(
-            self.policy_space in POLICY_SPACES,
-            "policy_space",
-            self.policy_space,
-            f"must be one of {list(POLICY_SPACES)}",
-        )
-        require(
-            self.actor_loss_reduction in ("mean", "sum"),
-            "actor_loss_reduction",
-            self.actor_loss_reduction,
-            "must be one of ['mean', 'sum']",
-        )
+        for name, choices in (
+            ("policy_space", POLICY_SPACES),
+            ("actor_loss_reduction", REDUCTIONS),
+        ):
+            value = getattr(self, name)
+            require(value in choices, name, value, f"must be one of {list(choices)}")
         if self.clip_sampler and self.policy_space == "latent":
             require(
                 self.policy == "diffusion",
@@ -221,12 +205,8 @@ def score_target(agent: QSM, critic_params: Any, obs: Array, u_t: Array, t: Arra
 
 def qsm_latent_objective(agent: QSM) -> Objective:
     """revflow's tanh-latent QSM: eps regression onto the target score at the noisy replayed
-    action,
-
-        || eps_theta(t, u_t, s) + beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u] ||^2
-
-    (the gradient taken at u = u_t), and the TD3-style critic target
-    (:func:`revflow.agents.action_noise.noisy_td_target`)."""
+    action, || eps_theta(t, u_t, s) + beta_t grad_u [M min_k Q_k(s, tanh u) + sum log sech^2 u]
+    ||^2 (the gradient at u = u_t), and the TD3-style critic target (:func:`noisy_td_target`)."""
     policy, critic = agent.policy, agent.critic
     features = agent.config.actor_loss_reduction
 
@@ -279,17 +259,8 @@ class QSM(GenerativeAgent):
         c = self.config
         if c.policy_space == "latent":
             return super().make_policy()
-        net = VelocityNet(
-            out_dim=self.act_dim,
-            hidden=c.actor_hidden,
-            num_blocks=c.actor_blocks,
-            time_embed_dim=c.embed_dim,
-            temp_embed_dim=c.embed_dim,
-            kernel_init=c.network_init,
-            embedding=c.embedding,
-        )
         return BoxDiffusionPolicy(
-            net=net,
+            net=super().make_policy().net,  # the config's VelocityNet
             act_dim=self.act_dim,
             num_steps=c.num_flow_steps,
             clip=c.clip_sampler,
@@ -299,9 +270,8 @@ class QSM(GenerativeAgent):
         )
 
     def temperature_of(self, state: Any) -> Array:
-        if self.config.policy_space == "box":
-            return jnp.asarray(DDPM_TEMPERATURE, jnp.float32)
-        return jnp.asarray(1.0 / self.config.q_scale, jnp.float32)
+        box = self.config.policy_space == "box"
+        return jnp.asarray(DDPM_TEMPERATURE if box else 1.0 / self.config.q_scale, jnp.float32)
 
     def sampler_clip(self) -> str | None:
         return "iterate" if self.config.clip_sampler else None
