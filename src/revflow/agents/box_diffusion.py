@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +56,7 @@ __all__ = [
 #: Where an agent's diffusion policy lives: the action box (this module) or revflow's tanh
 #: latent (:class:`revflow.agents.policies.LatentPolicy`).
 PolicySpace = Literal["box", "latent"]
-POLICY_SPACES: tuple[str, ...] = ("box", "latent")
+POLICY_SPACES: tuple[str, ...] = get_args(PolicySpace)
 #: Offset s of the cosine schedule.
 COSINE_S = 0.008
 #: abar is clipped to [ABAR_EPS, 1 - ABAR_EPS] before the log-SNR.
@@ -141,19 +141,25 @@ class BoxDiffusionPolicy:
     """An eps-prediction diffusion policy whose samples live in [-1, 1]^D (module docstring).
     ``clip`` clips (``clip_at``) x0 in every sampler and log-likelihood step, or the iterate
     after every sampler step, and the final sample. ``tau_min``/``tau_max`` and the
-    log-likelihood's sizes are read by the cosine schedule only."""
+    log-likelihood's sizes are read by the cosine schedule only (:meth:`vp`)."""
 
     net: VelocityNet
     act_dim: int
     num_steps: int
-    tau_min: float = 1e-3
-    tau_max: float = cosine_tau_max()
-    log_prob_samples: int = 50
-    log_prob_steps: int = 20
+    tau_min: float
+    tau_max: float
+    log_prob_samples: int
+    log_prob_steps: int
     clip: bool = True
     beta_schedule: str = "cosine"
     time_input: str = "log-snr"
     clip_at: str = "x0"
+
+    @classmethod
+    def vp(cls, net: VelocityNet, act_dim: int, num_steps: int, clip: bool) -> BoxDiffusionPolicy:
+        """QSM's variant (module docstring): VP-beta steps, the integer step as time input, the
+        iterate clipped; it has no continuous time range and no log-likelihood (those are 0)."""
+        return cls(net, act_dim, num_steps, 0.0, 0.0, 0, 0, clip, "vp", "step", "iterate")
 
     def init(self, key: Array, obs_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)

@@ -259,15 +259,8 @@ class QSM(GenerativeAgent):
         c = self.config
         if c.policy_space == "latent":
             return super().make_policy()
-        return BoxDiffusionPolicy(
-            net=super().make_policy().net,  # the config's VelocityNet
-            act_dim=self.act_dim,
-            num_steps=c.num_flow_steps,
-            clip=c.clip_sampler,
-            beta_schedule="vp",
-            time_input="step",
-            clip_at="iterate",
-        )
+        net = super().make_policy().net  # the config's VelocityNet
+        return BoxDiffusionPolicy.vp(net, self.act_dim, c.num_flow_steps, c.clip_sampler)
 
     def temperature_of(self, state: Any) -> Array:
         box = self.config.policy_space == "box"
