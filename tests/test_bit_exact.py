@@ -61,6 +61,7 @@ EXTRA_PRESETS: dict[str, tuple[str, ...]] = {
     "rfm": ("revflow",),
     "qne": ("revflow",),
     "dqs": ("revflow",),
+    "qsm": ("revflow",),
     "sac": ("standard", "revflow"),
 }
 

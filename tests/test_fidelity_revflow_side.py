@@ -229,6 +229,56 @@ def test_dqs_update_draws_as_the_authors(stored) -> None:
 _BASELINE_QUANTITIES = ("td_target", "critic_loss", "actor_loss", "critic_q", "init_max_abs_bias")
 
 
+def test_qsm_matches_the_authors_qsm(stored) -> None:
+    """revflow's qsm (its default, the box policy) reproduces every stored QSM quantity with
+    their recorded draws injected, and its evaluation from its own state-hash keys; the
+    ``revflow`` preset (the tanh-latent qsm) has none of their quantities and other defaults."""
+    inputs, _ = stored
+    official = _load("official_qsm.npz")
+    rows = check.compare(official, revflow_side.run(inputs, official, ("qsm",)), ("qsm",))
+    assert len(rows) >= 45
+    bad = [r for r in rows if not r.ok]
+    assert not bad, check.table(bad)
+    rows = check.compare(
+        official, revflow_side.run(inputs, official, ("qsm",), "revflow"), ("qsm",)
+    )
+    bad = {r.quantity for r in rows if not r.ok}
+    assert {"eps_net", "eps_target", "actor_grad", "default/actor_max_grad_norm"} <= bad
+    assert "default/ddpm_temperature" in bad and "default/q_scale" not in bad
+
+
+def test_qsm_update_draws_as_the_authors(stored) -> None:
+    """The keys of qsm's update are split and used in the authors' order: from their update
+    key, revflow's own draws equal the recorded ones (to an ulp), and the evaluation keys are
+    theirs."""
+    import jax
+    from spec import SIZES
+
+    from revflow.agents.box_diffusion import state_hash_keys
+    from revflow.agents.registry import make_agent, make_config
+
+    inputs, _ = stored
+    official = _load("official_qsm.npz")
+    cfg = make_config("qsm", num_flow_steps=SIZES["diffusion_steps"])
+    agent = make_agent("qsm", cfg, SIZES["obs_dim"], SIZES["act_dim"])
+    (k_next, k_noise), (k_step, k_eps), _ = agent.objective.split(inputs["key_update"])
+    b, d = inputs["action"].shape
+    draw = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("qsm.draw/")}
+    x_init, noise = agent.policy.draws(k_next, b)
+    np.testing.assert_array_equal(x_init, draw["td_init"])
+    np.testing.assert_allclose(noise, draw["td_noise"], rtol=0, atol=1e-6)  # XLA: 1 ulp
+    np.testing.assert_array_equal(jax.random.normal(k_noise, (b, d)), draw["td_action_noise"])
+    steps = jax.random.randint(k_step, (b,), 0, cfg.num_flow_steps)
+    np.testing.assert_array_equal(steps, draw["train_step"])
+    np.testing.assert_array_equal(jax.random.normal(k_eps, (b, d)), draw["train_noise"])
+    keys = jax.random.key_data(state_hash_keys(inputs["obs"]))
+    np.testing.assert_array_equal(keys, draw["eval_keys"])
+
+
+#: The authors' baselines whose official outputs are stored: quantities every one records.
+_BASELINE_QUANTITIES = ("td_target", "critic_loss", "actor_loss", "critic_q", "init_max_abs_bias")
+
+
 @pytest.mark.parametrize("agent", ["qne", "dqs", "qsm", "qvpo"])
 def test_stored_baseline_outputs(agent: str) -> None:
     """Each baseline's stored official outputs hold its defining quantities, its gradients,

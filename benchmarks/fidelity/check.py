@@ -89,6 +89,10 @@ GRADIENTS = {
         tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
     ),
     ("dqs", "critic"): mapping.critic,
+    ("qsm", "actor"): lambda tree: mapping.velocity_net(
+        tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
+    ),
+    ("qsm", "critic"): mapping.critic,
 }
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mapping
 from spec import SIZES, flatten, unflatten
 
-from revflow.agents import box_diffusion, dqs, qne
+from revflow.agents import box_diffusion, dqs, qne, qsm
 from revflow.agents.base import Batch
 from revflow.agents.common import gradient_clipping
 from revflow.agents.critics import critic_td_step, td_target
@@ -540,6 +540,117 @@ def _dqs_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, d
     return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
+def stepping_recorder(lr: float) -> optax.GradientTransformation:
+    """:func:`recorder` that also steps by ``-lr * gradient`` (the official side's
+    ``sgd_recorder``: the critics after their probe step differ from those before)."""
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del state, params
+        return jax.tree.map(lambda g: -lr * g, grads), grads
+
+    return optax.GradientTransformation(recorder().init, update)
+
+
+def run_qsm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' QSM quantities with revflow's ``qsm`` (box policy), their recorded draws
+    injected (``draw/*``), their online and target critics mapped; the evaluation row is
+    revflow's own rule (its state-hash keys and draws)."""
+    s = SIZES
+    cfg = _sized_config(
+        "qsm",
+        preset,
+        num_flow_steps=s["diffusion_steps"],
+        q_scale=s["qsm_q_scale"],
+        explore_noise=s["qsm_noise"],
+        target_noise=s["qsm_noise"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "box":
+        # The tanh-latent variant has no counterpart of their box sampler or target: its
+        # quantities are missing (rows that differ), only its defaults compare.
+        return {}
+    agent = make_agent("qsm", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    _fingerprint_velocity_net(out, "qsm", fresh, cfg.actor_blocks)
+    state = fresh.replace(
+        actor_params=_tree(
+            mapping.velocity_net(
+                unflatten(official, "qsm.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+            )
+        ),
+        critic_params=_tree(mapping.critic(unflatten(official, "qsm.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "qsm.param.target"))),
+    )
+    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("qsm.draw/")}
+    values, grads = jax.jit(lambda st, x, d: _qsm_quantities(agent, st, x, d))(
+        state, _tree(inp), _tree(draws)
+    )
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"qsm.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _qsm_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
+    """Every qsm quantity (one jitted program): ``(values, gradient trees)``."""
+    policy, critic, cfg = agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online, target = state.actor_params, state.critic_params, state.target_critic_params
+    batch = _batch(inp)
+    temp = agent.temperature_of(state)
+    sch = policy.schedule
+    for name in ("betas", "alphas", "alpha_hats"):
+        out[f"qsm/schedule_{name}"] = getattr(sch, name)
+    out["qsm/eps_net"] = policy.eps_at_step(actor, inp["diff_step"], inp["diff_x"], batch.obs, temp)
+    out["qsm/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["qsm/critic_q_min"] = critic.q_min(online, batch.obs, batch.action)
+
+    def q_each(params: Any):
+        return lambda obs, a: critic.net.apply(params, obs, a)
+
+    out["qsm/eps_target_at_inputs"] = qsm.box_eps_target(
+        q_each(online), batch.obs, inp["diff_x"], cfg.q_scale
+    )
+    # Evaluation: revflow's own rule (one sample from its state-hash keys).
+    out["qsm/eval_action"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+
+    def noisy(a: jax.Array, z: jax.Array, std: float) -> jax.Array:  # noise injected
+        return jnp.clip(a + std * z, -1.0, 1.0)
+
+    explore = policy.sample_with_noise(
+        actor, batch.obs, temp, d["explore_init"], d["explore_noise"]
+    )
+    out["qsm/explore_action"] = noisy(explore, d["explore_action_noise"], cfg.explore_noise)
+    a_next = policy.sample_with_noise(actor, batch.next_obs, temp, d["td_init"], d["td_noise"])
+    a_next = noisy(a_next, d["td_action_noise"], cfg.target_noise)
+    out["qsm/td_next_action"] = a_next
+    y = td_target(batch, critic.q_min(target, batch.next_obs, a_next))
+    out["qsm/td_target"] = y
+    opt = optax.chain(
+        gradient_clipping(cfg.max_grad_norm, cfg.critic_clip),
+        stepping_recorder(SIZES["probe_critic_lr"]),
+    )
+    after, opt_state, metrics = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+    out["qsm/critic_loss"] = metrics["critic_loss"][None]
+
+    # Actor, with the critics after their (probe) step.
+    k = d["train_step"]
+    abar = sch.alpha_hats[k]
+    a_k = jnp.sqrt(abar)[:, None] * batch.action + jnp.sqrt(1.0 - abar)[:, None] * d["train_noise"]
+    out["qsm/train_step"], out["qsm/train_noisy_action"] = k, a_k
+    eps_target = qsm.box_eps_target(q_each(after), batch.obs, a_k, cfg.q_scale)
+    out["qsm/eps_target"] = eps_target
+    inputs = (batch.obs, k, a_k, eps_target)
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["qsm/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
 def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
     """``<agent>/default/<name>``: revflow's defaults under the names of
     :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
@@ -615,6 +726,21 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
             "num_flow_steps": c.num_flow_steps,
             "num_reverse_samples": c.num_reverse_samples,
         }
+    elif agent == "qsm":
+        box = c.policy_space == "box"
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "num_flow_steps": c.num_flow_steps,
+            # the network's temperature input (latent: 1/M)
+            "ddpm_temperature": qsm.DDPM_TEMPERATURE if box else 1.0 / c.q_scale,
+            "clip_sampler": c.clip_sampler,
+            "q_scale": c.q_scale,
+            "target_noise": c.target_noise,
+            "explore_noise": c.explore_noise,
+        }
     else:
         residual = c.actor_arch == "residual"
         values = {
@@ -628,7 +754,7 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
     return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
 
 
-AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne, "dqs": run_dqs}
+AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne, "dqs": run_dqs, "qsm": run_qsm}
 
 
 def run(

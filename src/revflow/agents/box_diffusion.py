@@ -1,5 +1,7 @@
-"""A diffusion policy in the action box, as the authors' MaxEntDP runs it (baselines note,
-"maxentdp (revflow: qne)"): the policy of ``qne`` with ``policy_space="box"``.
+"""A diffusion policy in the action box, as the authors' MaxEntDP and QSM run it (baselines
+note, "maxentdp (revflow: qne)" and "qsm"): the policy of ``qne`` and ``qsm`` with
+``policy_space="box"``. The defaults are MaxEntDP's; QSM's differences are options
+(``beta_schedule="vp"``, ``time_input="step"``, ``clip_at="iterate"``).
 
 - Diffusion time tau (0 = data) on the cosine schedule abar(tau) = cos^2((tau + s)/(1 + s)
   pi/2) / cos^2(s/(1 + s) pi/2), s = 0.008, over [tau_min, tau_max] (:func:`cosine_tau_max`
@@ -14,6 +16,10 @@
   denoising estimate sum_j w_j (abar_j D - mean_s ||eps'_{s,j} - eps_{s,j}||^2) - (D/2)
   log(2 pi e), w_j = (abar'_j - abar_j)/(2 abar_j (1 - abar_j)), on a second grid of
   ``log_prob_steps`` points with ``log_prob_samples`` noises per point; stochastic.
+- QSM's variant: the discrete VP-beta schedule of T steps (:func:`vp_beta_schedule`), the
+  integer step k fed as the network's time input, and the eps form of the DDPM step,
+  x <- (x - (1 - alpha_k)/sqrt(1 - abar_k) eps)/sqrt(alpha_k) + [k > 0] sqrt(beta_k) z, with
+  the iterate itself clipped to [-1, 1] after every step (and once more at the end).
 - Evaluation keys from a hash of the state (:func:`state_hash_keys`): the evaluation action is
   a fixed function of the state.
 
@@ -26,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -35,19 +41,34 @@ from revflow.agents.base import Array
 from revflow.networks import VelocityNet
 
 __all__ = [
+    "POLICY_SPACES",
     "BoxDiffusionPolicy",
+    "PolicySpace",
     "Schedule",
     "cosine_alpha_hat",
     "cosine_schedule",
     "cosine_tau_max",
     "log_snr",
     "state_hash_keys",
+    "vp_beta_schedule",
 ]
 
+#: Where an agent's diffusion policy lives: the action box (this module) or revflow's tanh
+#: latent (:class:`revflow.agents.policies.LatentPolicy`).
+PolicySpace = Literal["box", "latent"]
+POLICY_SPACES: tuple[str, ...] = get_args(PolicySpace)
 #: Offset s of the cosine schedule.
 COSINE_S = 0.008
 #: abar is clipped to [ABAR_EPS, 1 - ABAR_EPS] before the log-SNR.
 ABAR_EPS = 1e-5
+#: Discrete schedules (``BoxDiffusionPolicy.beta_schedule``): MaxEntDP's cosine on the tau
+#: grid, QSM's VP-beta steps.
+BETA_SCHEDULES: tuple[str, ...] = ("cosine", "vp")
+#: The network's time input: the log-SNR of the level (MaxEntDP) or the integer step (QSM).
+TIME_INPUTS: tuple[str, ...] = ("log-snr", "step")
+#: What the sampler clips to [-1, 1] (with ``clip``): the predicted x0 in every step
+#: (MaxEntDP) or the iterate after every step (QSM); both clip the final sample.
+CLIP_TARGETS: tuple[str, ...] = ("x0", "iterate")
 
 
 def cosine_tau_max(s: float = COSINE_S, beta_max: float = 999.0) -> float:
@@ -87,6 +108,18 @@ def cosine_schedule(num_steps: int, tau_min: float, tau_max: float) -> Schedule:
     return Schedule(prevs, alpha_hats, alphas, 1.0 - alphas)
 
 
+def vp_beta_schedule(num_steps: int, b_min: float = 0.1, b_max: float = 10.0) -> Schedule:
+    """QSM's discrete VP schedule: beta_k = 1 - exp(-b_min/T - (b_max - b_min)(2k - 1)/(2 T^2)),
+    k = 1..T, alpha = 1 - beta, abar = cumprod(alpha); ``alpha_hat_prevs`` = [1, abar_0, ...]
+    (float32, computed in the authors' order of operations)."""
+    k = jnp.arange(1, num_steps + 1)
+    betas = 1 - jnp.exp(-b_min / num_steps - 0.5 * (b_max - b_min) * (2 * k - 1) / num_steps**2)
+    alphas = 1.0 - betas
+    alpha_hats = jnp.cumprod(alphas, axis=0)
+    prevs = jnp.concatenate([jnp.ones((1,), alpha_hats.dtype), alpha_hats])
+    return Schedule(prevs, alpha_hats, alphas, betas)
+
+
 def state_hash_keys(obs: Array) -> Array:
     """One PRNG key per state (B, 2) from the float32 bits of its coordinates, mixed with the
     constants of the authors' evaluation rule and summed (a zero sum becomes 1)."""
@@ -106,7 +139,9 @@ def state_hash_keys(obs: Array) -> Array:
 @dataclasses.dataclass(frozen=True)
 class BoxDiffusionPolicy:
     """An eps-prediction diffusion policy whose samples live in [-1, 1]^D (module docstring).
-    ``clip`` clips x0 in every sampler and log-likelihood step and the final sample."""
+    ``clip`` clips (``clip_at``) x0 in every sampler and log-likelihood step, or the iterate
+    after every sampler step, and the final sample. ``tau_min``/``tau_max`` and the
+    log-likelihood's sizes are read by the cosine schedule only (:meth:`vp`)."""
 
     net: VelocityNet
     act_dim: int
@@ -116,6 +151,15 @@ class BoxDiffusionPolicy:
     log_prob_samples: int
     log_prob_steps: int
     clip: bool = True
+    beta_schedule: str = "cosine"
+    time_input: str = "log-snr"
+    clip_at: str = "x0"
+
+    @classmethod
+    def vp(cls, net: VelocityNet, act_dim: int, num_steps: int, clip: bool) -> BoxDiffusionPolicy:
+        """QSM's variant (module docstring): VP-beta steps, the integer step as time input, the
+        iterate clipped; it has no continuous time range and no log-likelihood (those are 0)."""
+        return cls(net, act_dim, num_steps, 0.0, 0.0, 0, 0, clip, "vp", "step", "iterate")
 
     def init(self, key: Array, obs_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)
@@ -124,6 +168,8 @@ class BoxDiffusionPolicy:
 
     @property
     def schedule(self) -> Schedule:
+        if self.beta_schedule == "vp":
+            return vp_beta_schedule(self.num_steps)
         return cosine_schedule(self.num_steps, self.tau_min, self.tau_max)
 
     @property
@@ -136,9 +182,33 @@ class BoxDiffusionPolicy:
         t = jnp.broadcast_to(log_snr(alpha_hat), rows)
         return self.net.apply(params, t, x, obs, jnp.broadcast_to(lam, rows))
 
+    def eps_at_step(
+        self, params: Any, k: Array, x: Array, obs: Array, lam: Array, sch: Schedule | None = None
+    ) -> Array:
+        """eps_theta at rows x (..., D) of sampler step k (an integer, broadcast to the rows):
+        the network reads k itself (``time_input="step"``) or the log-SNR of abar_k (of
+        ``sch``, default :attr:`schedule`)."""
+        if self.time_input != "step":
+            sch = self.schedule if sch is None else sch
+            return self.eps(params, sch.alpha_hats[k], x, obs, lam)
+        rows = x.shape[:-1]
+        t = jnp.broadcast_to(jnp.asarray(k).astype(jnp.float32), rows)
+        return self.net.apply(params, t, x, obs, jnp.broadcast_to(lam, rows))
+
     def _x0(self, x: Array, alpha_hat: Array, eps: Array) -> Array:
         x0 = (x - jnp.sqrt(1.0 - alpha_hat) * eps) / jnp.sqrt(alpha_hat)
-        return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
+        return jnp.clip(x0, -1.0, 1.0) if self.clip and self.clip_at == "x0" else x0
+
+    def _mean(self, x: Array, eps: Array, sch: Schedule, k: Array) -> Array:
+        """The DDPM posterior mean of step k: from the (clipped) x0 when x0 is clipped, else
+        in its eps form (equal in exact arithmetic)."""
+        abar, abar_prev, alpha = sch.alpha_hats[k], sch.alpha_hat_prevs[k], sch.alphas[k]
+        if self.clip_at != "x0":
+            return (1.0 / jnp.sqrt(alpha)) * (x - (1.0 - alpha) / jnp.sqrt(1.0 - abar) * eps)
+        x0 = self._x0(x, abar, eps)
+        return (jnp.sqrt(abar_prev) * sch.betas[k] / (1.0 - abar)) * x0 + (
+            jnp.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar)
+        ) * x
 
     def sample_with_noise(
         self, params: Any, obs: Array, lam: Array, x_init: Array, noise: Array
@@ -149,13 +219,9 @@ class BoxDiffusionPolicy:
 
         def step(x: Array, inputs: tuple[Array, Array]) -> tuple[Array, None]:
             k, z = inputs
-            abar, abar_prev = sch.alpha_hats[k], sch.alpha_hat_prevs[k]
-            alpha, beta = sch.alphas[k], sch.betas[k]
-            x0 = self._x0(x, abar, self.eps(params, abar, x, obs, lam))
-            mean = (jnp.sqrt(abar_prev) * beta / (1.0 - abar)) * x0 + (
-                jnp.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar)
-            ) * x
-            return mean + jnp.where(k > 0, jnp.sqrt(beta) * z, 0.0), None
+            mean = self._mean(x, self.eps_at_step(params, k, x, obs, lam, sch), sch, k)
+            x = mean + jnp.where(k > 0, jnp.sqrt(sch.betas[k]) * z, 0.0)
+            return (jnp.clip(x, -1.0, 1.0) if self.clip and self.clip_at == "iterate" else x), None
 
         ks = jnp.arange(self.num_steps - 1, -1, -1)
         x, _ = jax.lax.scan(step, x_init, (ks, noise))
@@ -177,6 +243,10 @@ class BoxDiffusionPolicy:
     def sample(self, params: Any, key: Array, obs: Array, lam: Array) -> Array:
         """One action per row of obs (B, obs_dim)."""
         return self.sample_with_noise(params, obs, lam, *self.draws(key, obs.shape[0]))
+
+    def sample_per_key(self, params: Any, keys: Array, obs: Array, lam: Array) -> Array:
+        """One action per state, each drawn from its own key (B, 2) as a batch of one."""
+        return jax.vmap(lambda k, s: self.sample(params, k, s[None], lam)[0])(keys, obs)
 
     def best_of_n_with_noise(
         self, params: Any, obs: Array, lam: Array, q_fn: Callable, x_init: Array, noise: Array

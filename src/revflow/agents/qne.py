@@ -37,7 +37,7 @@ evaluation best of 32 by the online critics with the engine's keys.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,9 @@ import jax.numpy as jnp
 from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.box_diffusion import (
+    POLICY_SPACES,
     BoxDiffusionPolicy,
+    PolicySpace,
     cosine_alpha_hat,
     cosine_tau_max,
     state_hash_keys,
@@ -71,8 +73,6 @@ __all__ = [
     "noisy_replay",
 ]
 
-PolicySpace = Literal["box", "latent"]
-POLICY_SPACES: tuple[str, ...] = ("box", "latent")
 SCALE_FLOOR = 1e-5  # of sqrt(1 - abar) and sigma = sqrt(1 - abar)/sqrt(abar), as theirs
 
 
