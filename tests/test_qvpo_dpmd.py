@@ -93,8 +93,8 @@ def test_update_is_finite_reports_metrics_and_acts(name):
         a = agent.act(new, jax.random.key(4), obs, mode)
         assert a.shape == (5, ACT)
         assert np.all(np.isfinite(np.asarray(a))) and np.all(np.abs(np.asarray(a)) <= 1.0)
-    if name == "qvpo":
-        assert 0.0 < float(metrics["positive_fraction"]) < 1.0
+    if name == "qvpo":  # the default trains on each state's best sample: its weight is > 0
+        assert 0.0 < float(metrics["positive_fraction"]) <= 1.0
         assert float(metrics["entropy_loss"]) > 0.0
 
 
