@@ -60,6 +60,7 @@ COUNTS: dict[str, Any] = {
 EXTRA_PRESETS: dict[str, tuple[str, ...]] = {
     "rfm": ("revflow",),
     "qne": ("revflow",),
+    "qvpo": ("revflow",),
     "sac": ("standard", "revflow"),
 }
 
