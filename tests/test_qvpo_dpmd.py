@@ -37,8 +37,8 @@ def _batch(seed: int = 0) -> Batch:
 
 
 @functools.cache
-def _tiny(name: str):
-    agent = make_agent(name, make_config(name, **TINY), OBS, ACT)
+def _tiny(name: str, preset: str = "reference"):
+    agent = make_agent(name, make_config(name, preset, **TINY), OBS, ACT)
     return agent, jax.jit(agent.update)
 
 
@@ -89,8 +89,9 @@ def test_update_is_finite_reports_metrics_and_acts(name):
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new.actor_params, state.actor_params)
     assert any(jax.tree.leaves(changed))
     obs = jax.random.normal(jax.random.key(3), (5, OBS))
+    act = jax.jit(agent.act, static_argnames="mode")
     for mode in ("explore", "best-of-n", "sample"):
-        a = agent.act(new, jax.random.key(4), obs, mode)
+        a = act(new, jax.random.key(4), obs, mode=mode)
         assert a.shape == (5, ACT)
         assert np.all(np.isfinite(np.asarray(a))) and np.all(np.abs(np.asarray(a)) <= 1.0)
     if name == "qvpo":  # the default trains on each state's best sample: its weight is > 0
@@ -124,7 +125,8 @@ def test_dpmd_weights_match_an_independent_computation():
 
 @pytest.mark.parametrize("name", AGENTS)
 def test_denoising_loss_is_zero_for_the_exact_noise(name):
-    agent, _ = _tiny(name)
+    """The latent weighted-denoising loss (dpmd; qvpo's preset revflow)."""
+    agent, _ = _tiny(name, "revflow" if name == "qvpo" else "reference")
     rows = 7
     t, eps = noise_draw(agent, jax.random.key(0), rows)
     u1 = jax.random.normal(jax.random.key(1), (rows, ACT))
