@@ -13,9 +13,9 @@ import pytest
 
 from revflow.agents.base import Batch
 from revflow.agents.dpmd import dpmd_weights
-from revflow.agents.qvpo import entropy_loss, qvpo_weights
+from revflow.agents.qvpo import qvpo_weights
 from revflow.agents.registry import available, make_agent, make_config
-from revflow.agents.weighted_denoising import denoising_loss, noise_draw
+from revflow.agents.weighted_denoising import denoising_loss, noise_draw, uniform_action_loss
 
 OBS, ACT, B = 3, 2, 4
 TINY = {
@@ -144,10 +144,12 @@ def test_denoising_loss_is_zero_for_the_exact_noise(name):
         _, k_noise = jax.random.split(jax.random.key(5))
         n = 2 * agent.config.entropy_samples
         _, eps_u = noise_draw(agent, k_noise, n)
-        extra, aux = entropy_loss(agent, lambda o: lambda tt, x: eps_u, jax.random.key(5), obs)
-        assert float(aux["entropy_loss"]) == pytest.approx(0.0, abs=1e-8)
-        extra, aux = entropy_loss(
-            agent, lambda o: lambda tt, x: jnp.zeros_like(x), jax.random.key(5), obs
+        c = agent.config
+        entropy_loss = functools.partial(
+            uniform_action_loss, agent, c.entropy_samples, c.entropy_weight
         )
+        extra, aux = entropy_loss(lambda o: lambda tt, x: eps_u, jax.random.key(5), obs)
+        assert float(aux["entropy_loss"]) == pytest.approx(0.0, abs=1e-8)
+        extra, aux = entropy_loss(lambda o: lambda tt, x: jnp.zeros_like(x), jax.random.key(5), obs)
         assert float(extra) == pytest.approx(0.02 * float(aux["entropy_loss"]), rel=1e-6)
         assert float(aux["entropy_loss"]) > 0.0

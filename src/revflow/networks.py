@@ -39,10 +39,10 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 __all__ = [
+    "ACTIVATIONS",
     "EMBEDDINGS",
     "KERNEL_INITS",
     "MLP",
-    "ACTIVATIONS",
     "Critic",
     "DenoiserNet",
     "ResidualMLP",

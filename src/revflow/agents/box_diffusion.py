@@ -166,14 +166,10 @@ class BoxDiffusionPolicy:
     log_prob_samples: int = 50
     log_prob_steps: int = 20
     clip: bool = True
-    #: "cosine-tau" (MaxEntDP) | "ddpm-cosine" (QVPO).
-    schedule_kind: str = "cosine-tau"
-    #: Network time input: "log-snr" of abar | "step" (the integer step k).
-    time_input: str = "log-snr"
-    #: Sampler noise std: "beta" (sqrt(beta_k)) | "posterior" (the DDPM posterior std).
-    noise_std: str = "beta"
-    #: Whether the network reads the temperature lam.
-    temperature_input: bool = True
+    schedule_kind: str = "cosine-tau"  # "cosine-tau" (MaxEntDP) | "ddpm-cosine" (QVPO)
+    time_input: str = "log-snr"  # the net's time input: "log-snr" of abar | "step" k
+    noise_std: str = "beta"  # sampler noise: "beta" (sqrt beta_k) | "posterior" (DDPM's)
+    temperature_input: bool = True  # whether the net reads lam
 
     def init(self, key: Array, obs_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)

@@ -7,24 +7,12 @@ Default (``policy_space="box"``, :mod:`revflow.agents.box_diffusion` with QVPO's
 eps-prediction diffusion policy in the action box on the discrete T = 20 step cosine
 schedule, the mish network :class:`revflow.networks.StepDenoiserNet` reading the integer step
 (no temperature input), a DDPM sampler with x0 clipped to [-1, 1] and the posterior std; twin
-mish critics (each its own MSE) and a Polyak-averaged target policy. One update
-(:func:`best_sample_objective`):
-
-1. a' = the best of ``target_particles`` samples of the TARGET policy by min(Qbar1, Qbar2);
-   y = r + discount min(Qbar1, Qbar2)(s', a'); critic step.
-2. N = ``num_policy_samples`` samples per state from the online policy, q_i = min(Q1, Q2)
-   of the fresh critics; only the best a* = argmax_i q_i is trained on, with weight
-   w = max(q_* - mean_i q_i, 0); ``entropy_samples`` uniform actions per state, each weighted
-   ``entropy_weight`` * w; over the B (1 + M) rows, k ~ U{0..T-1}, eps ~ N(0, I):
-
-       L(theta) = mean_rows w_row mean_D (eps_theta(sqrt(abar_k) a + sqrt(1 - abar_k) eps,
-                  k, s) - eps)^2;
-
-   Adam, no gradient clipping.
-3. Polyak step (tau) of the critics and of the target policy. Acting: the best of
-   ``behaviour_particles`` samples by the online critics; evaluation (``best-of-n``) the
-   best of ``num_particles`` by the online critics, each candidate from its own key split
-   from a hash of the state. Every kernel orthogonal (gain sqrt 2), biases zero.
+mish critics (each its own MSE) and a Polyak-averaged target policy; the update is
+:func:`best_sample_objective` (the authors' loss in its docstring), Adam without gradient
+clipping, every kernel orthogonal (gain sqrt 2). Acting: the best of
+``behaviour_particles`` samples by the online critics; evaluation (``best-of-n``) the best of
+``num_particles`` by the online critics, each candidate from its own key split from a hash
+of the state.
 
 ``policy_space="latent"`` (preset ``revflow``, and every config saved before this option:
 ``LEGACY_DEFAULTS``) is revflow's earlier qvpo, a weighted denoising objective
@@ -53,23 +41,14 @@ import optax
 from revflow.agents.actor_critic import ActorCriticState, Objective, TargetPolicyState
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.box_diffusion import BoxDiffusionPolicy, state_hash_keys
-from revflow.agents.configs import (
-    FAST_DIFFUSION,
-    UNREAD_ESTIMATOR_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
-    TemperatureFields,
-)
 from revflow.agents.critics import td_target
 from revflow.agents.generative import GenerativeAgent
-from revflow.agents.policies import replay_latent
 from revflow.agents.weighted_denoising import (
+    FAST_WEIGHTED,
     WEIGHTED_METRICS,
-    PolicySampleFields,
+    WeightedDenoisingFields,
     best_of_latent,
-    denoising_loss,
-    noise_draw,
+    uniform_action_loss,
     weighted_denoising_objective,
 )
 from revflow.networks import ACTIVATIONS, StepDenoiserNet
@@ -79,7 +58,6 @@ __all__ = [
     "QVPOConfig",
     "best_sample_objective",
     "best_sample_weights",
-    "entropy_loss",
     "qvpo_objective",
     "qvpo_weights",
 ]
@@ -99,9 +77,7 @@ def best_sample_weights(q: Array) -> tuple[Array, Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class QVPOConfig(
-    PolicySampleFields, TemperatureFields, DiffusionPolicyFields, CriticFields, OptimiserFields
-):
+class QVPOConfig(WeightedDenoisingFields):
     """QVPO defaults (module docstring): the authors' unless ``policy_space`` is "latent".
     The box variant reads ``num_flow_steps`` (its T), ``actor_hidden``, ``actor_blocks`` (its
     hidden layers) and ``embed_dim`` (its step embedding); the path, sampler and t fields
@@ -117,20 +93,16 @@ class QVPOConfig(
     entropy_weight: float = 0.02
     #: Uniform random actions per state of the entropy term.
     entropy_samples: int = 10
-    max_grad_norm: float = 0.0
-    #: "box": the authors' policy in the action box; "latent": revflow's tanh-latent variant.
-    policy_space: Literal["box", "latent"] = "box"
-    #: Kernel initialisation of the policy net and the critics: orthogonal | lecun.
-    network_init: str = "orthogonal"
-    #: Critic loss and clipping: per-critic (each critic its own MSE) | global.
-    critic_clip: str = "per-critic"
-    #: Hidden activation of the critics: mish | relu.
-    critic_activation: str = "mish"
+    max_grad_norm: float = 0.0  # no gradient clipping (theirs)
+    policy_space: Literal["box", "latent"] = "box"  # box: theirs; latent: revflow's variant
+    network_init: str = "orthogonal"  # kernels of policy net and critics: orthogonal | lecun
+    critic_clip: str = "per-critic"  # critic loss: each critic its own MSE | global
+    critic_activation: str = "mish"  # hidden activation of the critics: mish | relu
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Fewer samples and steps, narrower net (same cuts as the other diffusion agents).
-        "fast": {**FAST_DIFFUSION, "num_policy_samples": 16},
+        "fast": FAST_WEIGHTED,
         # revflow's variant before the authors' defaults (module docstring).
         "revflow": {
             "policy_space": "latent",
@@ -142,8 +114,6 @@ class QVPOConfig(
     }
     # Runs saved before ``policy_space`` existed had revflow's variant.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = PRESETS["revflow"]
-    #: Fields of configs saved before the config parts, never read by QVPO.
-    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS | {"explore_pick", "train_pick"}
 
     def validate(self) -> None:
         super().validate()
@@ -160,28 +130,25 @@ class QVPOConfig(
             value = getattr(self, name)
             require(value in choices, name, value, f"must be one of {list(choices)}")
         if self.policy_space == "box":
-            require(self.embed_dim >= 4 and self.embed_dim % 2 == 0, "embed_dim",
-                    self.embed_dim, "must be even and >= 4 for the box policy's step embedding")  # fmt: skip
-            require(self.actor_blocks >= 1, "actor_blocks", self.actor_blocks,
-                    "must be >= 1 (the box policy's hidden layers)")  # fmt: skip
-
-
-def entropy_loss(agent: QVPO, predictor: Any, key: Array, obs: Array) -> tuple[Array, dict]:
-    """Latent variant: ``entropy_weight`` times the unweighted denoising loss of
-    ``entropy_samples`` uniform random actions per state (atanh of actions clipped to
-    +-0.999), and that loss."""
-    c = agent.config
-    k_u, k_noise = jax.random.split(key)
-    m = c.entropy_samples
-    a = jax.random.uniform(k_u, (obs.shape[0] * m, agent.act_dim), minval=-1.0, maxval=1.0)
-    u = replay_latent(a)
-    t, eps = noise_draw(agent, k_noise, u.shape[0])
-    ent = denoising_loss(agent, predictor(jnp.repeat(obs, m, axis=0)), t, eps, u)
-    return c.entropy_weight * ent, {"entropy_loss": ent}
+            even = self.embed_dim >= 4 and self.embed_dim % 2 == 0
+            require(even, "embed_dim", self.embed_dim, "must be even and >= 4 (box policy)")
+            require(self.actor_blocks >= 1, "actor_blocks", self.actor_blocks, "must be >= 1")
 
 
 def best_sample_objective(agent: QVPO) -> Objective:
-    """The authors' QVPO update for the box policy (module docstring, steps 1-3)."""
+    """The authors' QVPO update (``qvpo.py:540-769``, ``action_augmentation: true``):
+
+    1. a' = the best of ``target_particles`` samples of the TARGET policy by min(Qbar1, Qbar2);
+       y = r + discount min(Qbar1, Qbar2)(s', a'); critic step.
+    2. N = ``num_policy_samples`` samples per state from the online policy, q_i = min(Q1, Q2)
+       of the fresh critics; only the best a* = argmax_i q_i is trained on, with weight
+       w = max(q_* - mean_i q_i, 0); M = ``entropy_samples`` uniform actions per state,
+       each weighted ``entropy_weight`` * w; over the B (1 + M) rows, k ~ U{0..T-1}, eps ~ N:
+
+           L(theta) = mean_rows w_row mean_D (eps_theta(sqrt(abar_k) a + sqrt(1 - abar_k) eps,
+                      k, s) - eps)^2.
+
+    3. Polyak step (tau) of the critics and of the target policy (``post_update``)."""
     c, policy, critic = agent.config, agent.policy, agent.critic
     lam = jnp.zeros((), jnp.float32)  # the box network has no temperature input
 
@@ -246,9 +213,8 @@ def qvpo_objective(agent: QVPO) -> Objective:
         w = qvpo_weights(q)
         return w, {"positive_fraction": jnp.mean((w > 0).astype(jnp.float32))}
 
-    return weighted_denoising_objective(
-        agent, sample_weights, c.target_particles, functools.partial(entropy_loss, agent)
-    )
+    entropy = functools.partial(uniform_action_loss, agent, c.entropy_samples, c.entropy_weight)
+    return weighted_denoising_objective(agent, sample_weights, c.target_particles, entropy)
 
 
 class QVPO(GenerativeAgent):
