@@ -17,7 +17,9 @@ Measured on the 2-core CPU (other jobs running), trained return for seeds 0 / 1 
 qne -156 (seed 0, its default: the authors' maxentdp; 1248 s on a heavily loaded machine) and,
 before that default, -162 / -420 / -157 (the tanh-latent variant, preset revflow);
 rfm-diffusion -439 / -183; dqs -158 / -158; sdac -183 / -185;
-qsm -266 / -493 / -1074; qvpo -404 / -195; dpmd -163 / -195; dacer -163 / -156 / -171;
+qsm -266 / -493 / -1074; qvpo -406 (seed 0, its default: the authors' QVPO; 444 s on a
+heavily loaded machine; benchmarks/results/pendulum_checks) and, before that default,
+-404 / -195 (preset revflow); dpmd -163 / -195; dacer -163 / -156 / -171;
 dipo -312 / -195. qsm and dacer clip their sampler to the latent box |u| <= atanh(0.999)
 (the ``clip`` of revflow.samplers, as the originals clip to the action box); without it (qsm
 -230 / -1355 / -1440, dacer -167 / -341 / -1429) the failed seeds ended with a saturated
