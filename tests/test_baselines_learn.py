@@ -21,7 +21,10 @@ heavily loaded machine) and, before that default, -158 / -158 (the tanh-latent v
 revflow); sdac -183 / -185;
 qsm -164 (seed 0, its default: the authors' qsm; 161 s of training on a heavily loaded
 machine; benchmarks/results/pendulum_learn/qsm_seed0.txt) and, before that default,
--266 / -493 / -1074 (the tanh-latent variant, preset revflow); qvpo -404 / -195;
+-266 / -493 / -1074 (the tanh-latent variant, preset revflow); qvpo -406 (seed 0, its
+default: the authors' QVPO; 444 s on a heavily loaded machine;
+benchmarks/results/pendulum_learn/qvpo_seed0.txt) and, before that default, -404 / -195
+(preset revflow);
 dpmd -163 / -195; dacer -163 / -156 / -171; dipo -312 / -195. qsm's preset revflow and dacer
 clip their sampler to the latent box |u| <= atanh(0.999) (the ``clip`` of revflow.samplers,
 as the originals clip to the action box); without it (qsm -230 / -1355 / -1440, dacer

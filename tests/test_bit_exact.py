@@ -62,6 +62,7 @@ EXTRA_PRESETS: dict[str, tuple[str, ...]] = {
     "qne": ("revflow",),
     "dqs": ("revflow",),
     "qsm": ("revflow",),
+    "qvpo": ("revflow",),
     "sac": ("standard", "revflow"),
 }
 

@@ -279,6 +279,77 @@ def test_qsm_update_draws_as_the_authors(stored) -> None:
 _BASELINE_QUANTITIES = ("td_target", "critic_loss", "actor_loss", "critic_q", "init_max_abs_bias")
 
 
+#: Quantities of qvpo that are absent on revflow's side by design (check.py's docstring):
+#: the defaults of the authors' action-gradient branch, which their default never runs.
+QVPO_ABSENT = {"default/action_lr", "default/action_gradient_steps"}
+
+
+def test_qvpo_matches_the_authors_qvpo(stored) -> None:
+    """revflow's qvpo (its default, the box policy) reproduces every stored QVPO quantity
+    from their update and exploration keys, and its evaluation from its own state-hash keys;
+    only the two defaults of their unused action-gradient branch are absent."""
+    inputs, _ = stored
+    official = _load("official_qvpo.npz")
+    rows = check.compare(official, revflow_side.run(inputs, official, ("qvpo",)), ("qvpo",))
+    assert len(rows) >= 60
+    bad = {r.quantity for r in rows if not r.ok}
+    assert bad == QVPO_ABSENT, check.table([r for r in rows if not r.ok])
+
+
+def test_qvpo_update_draws_as_the_authors(stored) -> None:
+    """From their update and exploration keys, revflow's qvpo draws the recorded normals,
+    uniforms and integer steps (to an ulp), so the rows above use the authors' randomness;
+    the evaluation keys are theirs."""
+    import jax
+    import jax.numpy as jnp
+    from spec import SIZES
+
+    from revflow.agents.box_diffusion import state_hash_keys
+    from revflow.agents.registry import make_agent, make_config
+
+    inputs, _ = stored
+    draw = {k.split("/", 1)[1]: v for k, v in _load("official_qvpo.npz").items()
+            if k.startswith("qvpo.draw/")}  # fmt: skip
+    n_td, n_train = SIZES["qvpo_target_samples"], SIZES["qvpo_train_samples"]
+    m, steps = SIZES["qvpo_entropy_samples"], SIZES["diffusion_steps"]
+    cfg = make_config("qvpo", num_flow_steps=steps)
+    agent = make_agent("qvpo", cfg, SIZES["obs_dim"], SIZES["act_dim"])
+    b, d = inputs["action"].shape
+    k_next, (k_actor, k_entropy, k_loss), _ = agent.objective.split(inputs["key_update"])
+    for key, rows, name in ((k_next, b * n_td, "td"), (k_actor, b * n_train, "train"),
+                            (inputs["key_explore"], b * SIZES["qvpo_behaviour_samples"],
+                             "explore")):  # fmt: skip
+        x_init, noise = agent.policy.draws(key, rows)
+        np.testing.assert_array_equal(x_init, draw[f"{name}_init"], err_msg=name)
+        np.testing.assert_allclose(noise, draw[f"{name}_noise"], rtol=0, atol=1e-6)
+    uniform = jax.random.uniform(k_entropy, (b * m, d), minval=-1.0, maxval=1.0)
+    np.testing.assert_array_equal(uniform, draw["entropy_actions"])
+    k_step, k_eps = jax.random.split(k_loss)
+    rows = b * (1 + m)
+    np.testing.assert_array_equal(jax.random.randint(k_step, (rows,), 0, steps), draw["loss_step"])
+    np.testing.assert_array_equal(jax.random.normal(k_eps, (rows, d), jnp.float32),
+                                  draw["loss_noise"])  # fmt: skip
+    keys = jax.random.key_data(state_hash_keys(inputs["obs"]))
+    np.testing.assert_array_equal(keys, draw["eval_keys"])
+
+
+def test_qvpo_revflow_preset_departs(stored) -> None:
+    """The ``revflow`` preset (the tanh-latent qvpo) is not the authors' algorithm: it has no
+    box sampler or mish nets to compare (its quantities are missing), and its defaults differ."""
+    inputs, _ = stored
+    official = _load("official_qvpo.npz")
+    rows = check.compare(
+        official, revflow_side.run(inputs, official, ("qvpo",), "revflow"), ("qvpo",)
+    )
+    bad = {r.quantity for r in rows if not r.ok}
+    assert {"eps_net", "td_target", "actor_grad", "default/actor_max_grad_norm"} <= bad
+    assert "default/action_augmentation" in bad and "default/entropy_weight" not in bad
+
+
+#: The authors' baselines whose official outputs are stored: quantities every one records.
+_BASELINE_QUANTITIES = ("td_target", "critic_loss", "actor_loss", "critic_q", "init_max_abs_bias")
+
+
 @pytest.mark.parametrize("agent", ["qne", "dqs", "qsm", "qvpo"])
 def test_stored_baseline_outputs(agent: str) -> None:
     """Each baseline's stored official outputs hold its defining quantities, its gradients,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mapping
 from spec import SIZES, flatten, unflatten
 
-from revflow.agents import box_diffusion, dqs, qne, qsm
+from revflow.agents import box_diffusion, dqs, qne, qsm, qvpo
 from revflow.agents.base import Batch
 from revflow.agents.common import gradient_clipping
 from revflow.agents.critics import critic_td_step, td_target
@@ -651,6 +651,107 @@ def _qsm_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, d
     return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
+def run_qvpo(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' QVPO quantities with revflow's ``qvpo`` (box policy) under their
+    parameters (the policy net's layout is theirs; ``mapping.qvpo_critic`` stacks their two
+    critics), from their update and exploration keys with revflow's own draws (the CI test
+    checks that those equal the recorded ones)."""
+    s = SIZES
+    cfg = _sized_config(
+        "qvpo",
+        preset,
+        num_particles=s["eval_candidates"],
+        num_flow_steps=s["diffusion_steps"],
+        num_policy_samples=s["qvpo_train_samples"],
+        target_particles=s["qvpo_target_samples"],
+        behaviour_particles=s["qvpo_behaviour_samples"],
+        entropy_samples=s["qvpo_entropy_samples"],
+        entropy_weight=s["qvpo_entropy_alpha"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "box":
+        # The tanh-latent variant has no counterpart of their box sampler or mish nets: its
+        # quantities are missing (rows that differ), only its defaults compare.
+        return {}
+    agent = make_agent("qvpo", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    a = fresh.actor_params["params"]
+    names = sorted(a, key=lambda n: int(n.split("_")[1]))
+    _init_fingerprint(
+        out,
+        "qvpo",
+        [a[n]["kernel"] for n in names],
+        [a[n]["bias"] for n in names],
+        fresh.critic_params,
+    )
+    state = fresh.replace(
+        actor_params=_tree(unflatten(official, "qvpo.param.actor")),
+        target_actor_params=_tree(unflatten(official, "qvpo.param.target_actor")),
+        critic_params=_tree(mapping.qvpo_critic(unflatten(official, "qvpo.param.critic"))),
+        target_critic_params=_tree(mapping.qvpo_critic(unflatten(official, "qvpo.param.target"))),
+    )
+    values, grads = jax.jit(lambda st, x: _qvpo_quantities(agent, st, x))(state, _tree(inp))
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"qvpo.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _qvpo_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
+    """Every qvpo quantity (one jitted program): ``(values, gradient trees)``."""
+    s, policy, critic, cfg = SIZES, agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online = state.actor_params, state.critic_params
+    batch = _batch(inp)
+    lam = jnp.zeros((), jnp.float32)
+    sch = policy.schedule
+    for name, value in box_diffusion.ddpm_coefficients(sch).items():
+        out[f"qvpo/schedule_{name}"] = value
+    out["qvpo/eps_net"] = policy.eps_at_step(
+        actor, sch, inp["diff_step"], inp["diff_x"], batch.obs, lam
+    )
+    out["qvpo/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["qvpo/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+    out["qvpo/explore_action"] = agent.act(state, inp["key_explore"], batch.obs, "explore")
+
+    # The update with their key: TD from the target policy by the target critics.
+    k_next, (k_actor, k_entropy, k_loss), _ = agent.objective.split(inp["key_update"])
+    out["qvpo/td_next_action"] = policy.best_of_rows(
+        state.target_actor_params,
+        k_next,
+        batch.next_obs,
+        lam,
+        agent.q_fn(state.target_critic_params),
+        cfg.target_particles,
+    )
+    y, _ = agent.objective.td_target(state, batch, k_next)
+    out["qvpo/td_target"] = y
+    q = critic.net.apply(online, batch.obs, batch.action)
+    out["qvpo/critic_loss"] = jnp.mean((q - y[None]) ** 2, axis=1)
+    probe = stepping_recorder(s["probe_critic_lr"])
+    opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), probe)
+    after, opt_state, _ = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+
+    # Actor: the best of the policy samples by the critics after their step.
+    b, n = batch.obs.shape[0], cfg.num_policy_samples
+    rows = jnp.repeat(batch.obs, n, axis=0)
+    samples = policy.sample(actor, k_actor, rows, lam).reshape(b, n, -1)
+    q_all = critic.q_min(after, batch.obs[:, None, :], samples)
+    idx, _ = qvpo.best_sample_weights(q_all)
+    out["qvpo/train_samples"], out["qvpo/train_q"] = samples, q_all
+    out["qvpo/train_best_action"] = samples[jnp.arange(b), idx]
+    inputs, _ = agent.objective.actor_inputs(state, after, batch, (k_actor, k_entropy, k_loss))
+    out["qvpo/train_weights"] = inputs[-1]
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["qvpo/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
 def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
     """``<agent>/default/<name>``: revflow's defaults under the names of
     :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
@@ -741,6 +842,28 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
             "target_noise": c.target_noise,
             "explore_noise": c.explore_noise,
         }
+    elif agent == "qvpo":
+        box = c.policy_space == "box"
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks if box else -1,  # theirs: hidden mish layers
+            "embed_dim": c.embed_dim,
+            "num_flow_steps": c.num_flow_steps,
+            "noise_ratio": 1.0,  # revflow's samplers always add their full noise
+            "behaviour_particles": c.behaviour_particles,
+            "target_particles": c.target_particles,
+            "num_particles": c.num_particles,
+            "num_policy_samples": c.num_policy_samples,
+            "deterministic": False,  # evaluation samples with noise (best of n)
+            "eps_greedy": 0.0,  # no uniform-random exploration
+            # revflow implements only their action_augmentation branch (the best of the
+            # policy samples); action_lr and action_gradient_steps configure the other branch
+            # and are absent here (check.py's docstring).
+            "action_augmentation": box,
+            "entropy_weight": c.entropy_weight,
+            "entropy_samples": c.entropy_samples,
+        }
     else:
         residual = c.actor_arch == "residual"
         values = {
@@ -754,7 +877,14 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
     return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
 
 
-AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne, "dqs": run_dqs, "qsm": run_qsm}
+AGENTS = {
+    "rfm": run_rfm,
+    "sac": run_sac,
+    "qne": run_qne,
+    "dqs": run_dqs,
+    "qsm": run_qsm,
+    "qvpo": run_qvpo,
+}
 
 
 def run(

@@ -139,6 +139,8 @@ class CriticFields(AgentConfig):
 
     #: Critic gradient clipping scope (a field where an agent exposes it).
     critic_clip: ClassVar[str] = "global"
+    #: Hidden activation of the critics (a field where an agent exposes it).
+    critic_activation: ClassVar[str] = "relu"
 
     def validate(self) -> None:
         super().validate()

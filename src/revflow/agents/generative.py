@@ -47,6 +47,7 @@ class GenerativeAgent(ActorCriticAgent):
             c.critic_lr,
             c.max_grad_norm,
             c.critic_clip,
+            c.critic_activation,
         )
         actor_lr: Any = c.actor_lr
         if c.actor_lr_end is not None:
