@@ -53,7 +53,7 @@ def _dims(text: str) -> list[int]:
 
 def dot_flops(fn: Any, *args: Any) -> Counter:
     """2 * output size * contracted size of every ``dot`` in the compiled HLO of ``fn``,
-    keyed by ``lhs shape x rhs shape``."""
+    keyed by ``op name: lhs shape x rhs shape`` (the op name from the HLO's metadata)."""
     text = jax.jit(fn).lower(*args).compile().as_text()
     shapes = {}
     for line in text.splitlines():
@@ -68,7 +68,9 @@ def dot_flops(fn: Any, *args: Any) -> Counter:
         lhs, rhs = shapes[m.group(2)], shapes[m.group(3)]
         contract = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", m.group(4))
         k = int(np.prod([lhs[i] for i in _dims(contract.group(1))])) if contract else 1
-        out[f"{lhs} x {rhs}"] += 2 * int(np.prod(_dims(m.group(1)))) * k
+        name = re.search(r'op_name="(?:jit\(\w+\)/)?([^"]*?)(?:/dot_general)?"', line)
+        label = f"{name.group(1) if name else '?'}: {lhs} x {rhs}"
+        out[label] += 2 * int(np.prod(_dims(m.group(1)))) * k
     return out
 
 
@@ -91,7 +93,7 @@ def parts(agent: Any, state: Any, batch: Batch, key: jax.Array) -> dict[str, tup
     target, _ = obj.td_target(state, batch, k_td)
     critic_params, _, _ = critic.td_step(state.critic_params, state.critic_opt, batch, target)
     inputs, _ = obj.actor_inputs(state, critic_params, batch, k_actor)
-    obs, t, u_t, mu1, _ = inputs
+    obs, t, u_t, _, _ = inputs
     n, k = c.num_particles, c.num_reverse_samples
 
     def rollout(st, o, kk):
