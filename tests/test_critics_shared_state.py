@@ -82,6 +82,24 @@ def test_value_and_action_gradient_equal(hidden, num_critics, k):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+def test_parameter_gradient_equal():
+    """The custom gradient of the narrow action product also gives the kernels' gradient."""
+    params, net = _params(), _ensemble(False).net
+    k_obs, k_act = jax.random.split(jax.random.key(2))
+    obs, act = jax.random.normal(k_obs, (6, 1, OBS)), jax.random.normal(k_act, (6, 4, ACT))
+
+    @jax.jit
+    def grads(params):
+        return [
+            jax.grad(lambda p, f=f: jnp.sum(jnp.sin(f(p, obs, act))))(params)
+            for f in (shared_state_q_values, net.apply)
+        ]
+
+    got, want = grads(params)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_rejects_other_structures():
     params = _params()
     with pytest.raises(ValueError, match="inputs"):

@@ -64,6 +64,30 @@ def critic_td_step(
     return step.params, step.opt_state, metrics
 
 
+@jax.custom_vjp
+def _narrow_product(x: Array, w: Array) -> Array:
+    """``einsum("...a,eah->e...h", x, w)`` for a narrow ``a`` (the action), written as ``a``
+    broadcast products so that XLA fuses it with the layer's other terms and its activation
+    instead of materialising it; its gradient (:func:`_narrow_product_bwd`) is two dots."""
+    lead = (w.shape[0],) + (1,) * (x.ndim - 1) + (w.shape[-1],)
+    out = x[None, ..., 0, None] * w[:, 0].reshape(lead)
+    for j in range(1, x.shape[-1]):
+        out = out + x[None, ..., j, None] * w[:, j].reshape(lead)
+    return out
+
+
+def _narrow_product_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _narrow_product(x, w), (x, w)
+
+
+def _narrow_product_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    x, w = res  # g has the output's shape (E, *x.shape[:-1], H)
+    return jnp.einsum("e...h,eah->...a", g, w), jnp.einsum("e...h,...a->eah", g, x)
+
+
+_narrow_product.defvjp(_narrow_product_fwd, _narrow_product_bwd)
+
+
 def shared_state_q_values(params: Any, obs: Array, action: Array) -> Array:
     """``networks.Critic.apply(params, obs, action)`` with the first layer split by input,
     ``W_1 [s; a] = W_s s + W_a a``: the state product is computed at ``obs``'s own leading
@@ -93,7 +117,7 @@ def shared_state_q_values(params: Any, obs: Array, action: Array) -> Array:
         return b.reshape((b.shape[0],) + (1,) * (rank - 1) + b.shape[1:])
 
     state = jnp.einsum("...s,esh->e...h", obs, w_s)
-    h = jnp.einsum("...a,eah->e...h", action, w_a) + bias(first["bias"]) + state
+    h = _narrow_product(action, w_a) + bias(first["bias"]) + state
     for name in names[1:]:
         h = jax.nn.relu(h)
         h = jnp.einsum("e...h,ehk->e...k", h, layers[name]["kernel"]) + bias(layers[name]["bias"])
