@@ -15,9 +15,9 @@ import optax
 
 from revflow.agents.base import Array, Batch, Metrics
 from revflow.agents.common import gradient_step, make_optimizer
-from revflow.networks import Critic
+from revflow.networks import ACTIVATIONS, Critic
 
-__all__ = ["CriticEnsemble", "critic_td_step", "td_target"]
+__all__ = ["CriticEnsemble", "critic_td_step", "shared_state_q_values", "td_target"]
 
 
 def td_target(batch: Batch, next_value: Array, reward_scale: float = 1.0) -> Array:
@@ -64,15 +64,82 @@ def critic_td_step(
     return step.params, step.opt_state, metrics
 
 
+@jax.custom_vjp
+def _narrow_product(x: Array, w: Array) -> Array:
+    """``einsum("...a,eah->e...h", x, w)`` for a narrow ``a`` (the action), written as ``a``
+    broadcast products so that XLA fuses it with the layer's other terms and its activation
+    instead of materialising it; its gradient (:func:`_narrow_product_bwd`) is two dots."""
+    lead = (w.shape[0],) + (1,) * (x.ndim - 1) + (w.shape[-1],)
+    out = x[None, ..., 0, None] * w[:, 0].reshape(lead)
+    for j in range(1, x.shape[-1]):
+        out = out + x[None, ..., j, None] * w[:, j].reshape(lead)
+    return out
+
+
+def _narrow_product_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _narrow_product(x, w), (x, w)
+
+
+def _narrow_product_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    x, w = res  # g has the output's shape (E, *x.shape[:-1], H)
+    return jnp.einsum("e...h,eah->...a", g, w), jnp.einsum("e...h,...a->eah", g, x)
+
+
+_narrow_product.defvjp(_narrow_product_fwd, _narrow_product_bwd)
+
+
+def shared_state_q_values(
+    params: Any, obs: Array, action: Array, activation: str = "relu"
+) -> Array:
+    """``networks.Critic.apply(params, obs, action)`` with the first layer split by input,
+    ``W_1 [s; a] = W_s s + W_a a``: the state product is computed at ``obs``'s own leading
+    shape and broadcast, so K reverse samples or N particles of one state share it (and a
+    gradient in the action flows through ``W_a`` alone). The same function up to float
+    reassociation of the first layer's sum; shapes as ``Critic``: ``(num_critics, ...)``.
+
+    Reads the parameters of ``Critic``'s MLP ensemble (layers ``Dense_0 .. Dense_L``,
+    kernels with a leading ensemble axis) whose hidden activation is ``activation`` (a name
+    in ``networks.ACTIVATIONS``); any other structure raises a ``ValueError``."""
+    layers = params["params"]["ensemble"]
+    names = [f"Dense_{i}" for i in range(len(layers))]
+    if set(layers) != set(names) or any(set(layers[n]) != {"kernel", "bias"} for n in names):
+        raise ValueError(f"not a Critic MLP ensemble: layers {sorted(layers)}")
+    obs, action = jnp.asarray(obs), jnp.asarray(action).astype(obs.dtype)
+    rank = max(obs.ndim, action.ndim)
+    obs = obs.reshape((1,) * (rank - obs.ndim) + obs.shape)
+    action = action.reshape((1,) * (rank - action.ndim) + action.shape)
+    first = layers[names[0]]
+    w_s, w_a = first["kernel"][:, : obs.shape[-1]], first["kernel"][:, obs.shape[-1] :]
+    if w_a.shape[1] != action.shape[-1]:
+        raise ValueError(
+            f"obs {obs.shape[-1]} + action {action.shape[-1]} inputs, the critic has "
+            f"{first['kernel'].shape[1]}"
+        )
+
+    def bias(b: Array) -> Array:
+        return b.reshape((b.shape[0],) + (1,) * (rank - 1) + b.shape[1:])
+
+    state = jnp.einsum("...s,esh->e...h", obs, w_s)
+    h = _narrow_product(action, w_a) + bias(first["bias"]) + state
+    act = ACTIVATIONS[activation]
+    for name in names[1:]:
+        h = act(h)
+        h = jnp.einsum("e...h,ehk->e...k", h, layers[name]["kernel"]) + bias(layers[name]["bias"])
+    return h[..., 0]
+
+
 @dataclasses.dataclass(frozen=True)
 class CriticEnsemble:
     """``num_critics`` MLP Q-networks (``networks.Critic``) trained on one TD target, Adam
     with gradient clipping over the whole ensemble (``clip="global"``) or per member
-    (``"per-critic"``: each member's own loss gradient, clipped by its own norm)."""
+    (``"per-critic"``: each member's own loss gradient, clipped by its own norm).
+    ``shared_state_product``: :meth:`q_min` evaluates :func:`shared_state_q_values` (the
+    state's first-layer product once per state, shared by the actions evaluated at it)."""
 
     net: Critic
     optimizer: optax.GradientTransformation
     per_critic: bool
+    shared_state_product: bool = False
 
     @classmethod
     def make(
@@ -84,6 +151,7 @@ class CriticEnsemble:
         max_grad_norm: float,
         clip: str = "global",
         activation: str = "relu",
+        shared_state_product: bool = False,
     ) -> CriticEnsemble:
         """``clip`` selects both the loss form (per-critic sum or ensemble mean) and the
         clipping scope of the optimiser; ``activation`` the members' hidden activation."""
@@ -94,7 +162,7 @@ class CriticEnsemble:
             activation=activation,
         )
         optimizer = make_optimizer(lr, max_grad_norm, clip)
-        return cls(net, optimizer, clip == "per-critic")
+        return cls(net, optimizer, clip == "per-critic", shared_state_product)
 
     def init(self, key: Array, obs_dim: int, act_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)
@@ -103,6 +171,8 @@ class CriticEnsemble:
 
     def q_min(self, params: Any, obs: Array, action: Array) -> Array:
         """min_k Q_k(s, a); leading dims of obs and action broadcast."""
+        if self.shared_state_product:
+            return jnp.min(shared_state_q_values(params, obs, action, self.net.activation), axis=0)
         return jnp.min(self.net.apply(params, obs, action), axis=0)
 
     def td_step(

@@ -32,9 +32,12 @@ __all__ = ["GenerativeAgent"]
 class GenerativeAgent(ActorCriticAgent):
     """Policy, critic and optimisers from the config; ``make_objective`` (a class attribute:
     a function of the agent) gives the algorithm. ``clip`` (None | "iterate" | "endpoint")
-    keeps the diffusion sampler in the latent box."""
+    keeps the diffusion sampler in the latent box. ``SHARED_STATE_PRODUCT``: the critic's
+    ``q_min`` computes the state's first-layer product once per state
+    (:func:`revflow.agents.critics.shared_state_q_values`; equal up to float reassociation)."""
 
     make_objective: ClassVar[Callable[[Any], Objective]]
+    SHARED_STATE_PRODUCT: ClassVar[bool] = False
 
     def __init__(self, config: Any, obs_dim: int, act_dim: int):
         super().__init__(config, obs_dim, act_dim)
@@ -48,6 +51,7 @@ class GenerativeAgent(ActorCriticAgent):
             c.max_grad_norm,
             c.critic_clip,
             c.critic_activation,
+            shared_state_product=type(self).SHARED_STATE_PRODUCT,
         )
         actor_lr: Any = c.actor_lr
         if c.actor_lr_end is not None:

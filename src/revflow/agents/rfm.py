@@ -98,6 +98,8 @@ class RFM(GenerativeAgent):
     name = "rfm"
     Config = RFMConfig
     make_objective = posterior_objective
+    # The K reverse samples and N particles of a state share its critic first-layer product.
+    SHARED_STATE_PRODUCT = True
     METRICS: ClassVar[dict[str, str]] = {
         **METRICS,
         "actor_loss": "velocity regression loss ||v - (mu1 - mu0)||^2 (mean or sum over action "
