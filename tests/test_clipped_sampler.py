@@ -110,7 +110,7 @@ def _blown_up(agent, state, bias: float):
     return state.replace(actor_params=params)
 
 
-@pytest.mark.parametrize("name", ["qsm", "dacer"])
+@pytest.mark.parametrize("name", [pytest.param("qsm", marks=pytest.mark.extended), "dacer"])
 def test_agents_clip_by_default_and_keep_latents_in_the_box(name):
     """Latents stay in the box whatever the network predicts; the old sampler (clip off)
     saturates them with the same network (median |u| > 100, as in the failed Pendulum runs)."""

@@ -121,7 +121,7 @@ def test_sampler_rows_come_from_their_env_stratum():
     assert 0 <= env[0] < 4 <= env[1] < 8
 
 
-@pytest.mark.parametrize("algo", ["rfm", pytest.param("sac", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("algo", ["rfm", pytest.param("sac", marks=pytest.mark.extended)])
 def test_tiny_run_on_an_mjx_task(algo, tmp_path):
     """~45 s each on a 2-core CPU (compiling the loop); sac (slow-marked for the budget,
     ~75 s) also evaluates: at the first chunk end (every 10 env steps) at or after step 12,
@@ -188,7 +188,7 @@ SHARDING_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_two_devices_split_envs_and_batch_and_match_one_device():
     """~2 minutes on a 2-core CPU: compiles the loop for one and for two devices."""
     env = dict(os.environ)
@@ -252,7 +252,7 @@ class Stop(Exception):
     """Stands for the process being killed."""
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     """~85 s on the loaded 2-core CPU (one compile of the chunk and of the evaluation, shared
     by the three runs): stopped before its last chunk (after logging step 20, past the checkpoint at
@@ -327,6 +327,7 @@ def test_resume_refuses_a_changed_config_and_a_missing_checkpoint(tmp_path, caps
         resume_config(keep_checkpoints=0).validate()
 
 
+@pytest.mark.extended
 def test_revflow_eval_reads_a_compiled_run(tmp_path, capsys):
     """~30 s on the loaded 2-core CPU (compiles the evaluation): an untrained agent's checkpoint,
     written as the loop writes them, evaluated on its mjx: task by `revflow eval`."""

@@ -79,6 +79,7 @@ def test_invalid_config_is_rejected(overrides, match):
         make_config("dacer", **overrides)
 
 
+@pytest.mark.extended
 def test_update_is_finite_reports_metrics_and_acts():
     agent, update = _tiny()
     state = agent.init(jax.random.key(0))
@@ -104,7 +105,7 @@ def test_update_is_finite_reports_metrics_and_acts():
         agent.act(new, jax.random.key(4), obs, "greedy")
 
 
-@pytest.mark.parametrize("clip_denoised", [True, False])
+@pytest.mark.parametrize("clip_denoised", [True, pytest.param(False, marks=pytest.mark.extended)])
 def test_actor_gradient_flows_through_every_layer_and_matches_finite_differences(clip_denoised):
     """The actor loss -min Q(s, tanh u_theta(s, xi)) with fixed sampler noise xi: its
     gradient is non-zero for every parameter array of the network (it flows through the
