@@ -37,6 +37,13 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["train", "--algo", "sac", "--env", "cheetah-run"], "prefix"),
         (["train", "--algo", "sac", "--preset", "turbo"], "unknown preset 'turbo'"),
         (["train", "--algo", "sac", "--agent.gamma", "2.0"], "gamma"),
+        (["train", "--algo", "rfm", "--agent.num-particles", "0"], "num_particles=0"),
+        (["train-compiled", "--algo", "rfm", "--agent.num-particles", "0"], "num_particles=0"),
+        (
+            ["sweep", "--algos", "rfm", "--envs", "gym:Pendulum-v1", "--set",
+             "agent.num_particles=0", "--dry-run"],
+            "num_particles=0",
+        ),  # fmt: skip
         (["train", "--algo", "sac", "--steps", "0"], "steps"),
         (["train", "--algo", "sac", "--eval-mode", "greedy"], "eval_mode"),
         (["train", "--resume", "/nonexistent/run"], "does not exist"),
