@@ -39,11 +39,7 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["train", "--algo", "sac", "--agent.gamma", "2.0"], "gamma"),
         (["train", "--algo", "rfm", "--agent.num-particles", "0"], "num_particles=0"),
         (["train-compiled", "--algo", "rfm", "--agent.num-particles", "0"], "num_particles=0"),
-        (
-            ["sweep", "--algos", "rfm", "--envs", "gym:Pendulum-v1", "--set",
-             "agent.num_particles=0", "--dry-run"],
-            "num_particles=0",
-        ),  # fmt: skip
+        (["sweep", "--algos", "rfm", "--envs", "gym:Pendulum-v1", "--set", "agent.tau=0"], "tau=0"),
         (["train", "--algo", "sac", "--steps", "0"], "steps"),
         (["train", "--algo", "sac", "--eval-mode", "greedy"], "eval_mode"),
         (["train", "--resume", "/nonexistent/run"], "does not exist"),
