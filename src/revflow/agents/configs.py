@@ -29,6 +29,7 @@ __all__ = [
     "UNREAD_ESTIMATOR_FIELDS",
     "UNREAD_TEMPERATURE_FIELDS",
     "CriticFields",
+    "DiffusionAgentFields",
     "DiffusionPolicyFields",
     "EstimatorFields",
     "LatentPolicyFields",
@@ -274,6 +275,12 @@ class DiffusionPolicyFields(PolicySwitchFields):
     t_min: float = 0.02
     t_max: float = 1.0 - 1e-3
     time_scale: float = 1000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionAgentFields(PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
+    """The parts every diffusion baseline reads: its particle picks, the diffusion policy, the
+    critics and the optimisers (an algorithm's config adds its own parts before it)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,6 +90,20 @@ class CriticEnsemble:
         optimizer = make_optimizer(lr, max_grad_norm, clip)
         return cls(net, optimizer, clip == "per-critic")
 
+    @classmethod
+    def from_config(cls, config: Any) -> CriticEnsemble:
+        """The ensemble an agent config describes (its ``CriticFields`` and
+        ``OptimiserFields``, and ``network_init``)."""
+        c = config
+        return cls.make(
+            c.num_critics,
+            c.critic_hidden,
+            c.network_init,
+            c.critic_lr,
+            c.max_grad_norm,
+            c.critic_clip,
+        )
+
     def init(self, key: Array, obs_dim: int, act_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)
         act = jnp.zeros((1, act_dim), jnp.float32)

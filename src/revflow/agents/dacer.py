@@ -68,11 +68,8 @@ from revflow.agents.common import GradientStep, gradient_step
 from revflow.agents.configs import (
     FAST_DIFFUSION,
     UNREAD_ESTIMATOR_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
+    DiffusionAgentFields,
     Pick,
-    PickFields,
     TemperatureFields,
 )
 from revflow.agents.critics import td_target
@@ -102,9 +99,7 @@ def gaussian_fit_entropy(samples: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DACERConfig(
-    TemperatureFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields
-):
+class DACERConfig(TemperatureFields, DiffusionAgentFields):
     """DACER defaults (module docstring); the rest is RFM's critic and network."""
 
     explore_pick: Pick = "sample"

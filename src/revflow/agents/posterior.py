@@ -35,7 +35,7 @@ from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.configs import (
     CriticFields,
-    DiffusionPolicyFields,
+    DiffusionAgentFields,
     EstimatorFields,
     LatentPolicyFields,
     OptimiserFields,
@@ -129,14 +129,7 @@ class SwitchablePosteriorConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionPosteriorConfig(
-    PosteriorFields,
-    TemperatureFields,
-    PickFields,
-    DiffusionPolicyFields,
-    CriticFields,
-    OptimiserFields,
-):
+class DiffusionPosteriorConfig(PosteriorFields, TemperatureFields, DiffusionAgentFields):
     """:class:`SwitchablePosteriorConfig` with the diffusion baselines' policy defaults."""
 
     #: Training endpoints u1: "policy" samples or atanh of the "replay" actions.

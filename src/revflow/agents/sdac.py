@@ -42,11 +42,8 @@ from revflow.agents.common import GradientStep, gradient_step
 from revflow.agents.configs import (
     FAST_DIFFUSION,
     UNREAD_TEMPERATURE_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
+    DiffusionAgentFields,
     Pick,
-    PickFields,
 )
 from revflow.agents.generative import GenerativeAgent
 from revflow.agents.posterior import METRICS, EndpointSource, PosteriorFields, posterior_objective
@@ -57,7 +54,7 @@ SDACState = TemperatureState
 
 
 @dataclasses.dataclass(frozen=True)
-class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
+class SDACConfig(PosteriorFields, DiffusionAgentFields):
     """SDAC defaults (module docstring); there is no ``lam`` (lam = alpha / q_scale)."""
 
     control_variate: str = "none"
