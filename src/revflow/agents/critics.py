@@ -17,7 +17,17 @@ from revflow.agents.base import Array, Batch, Metrics
 from revflow.agents.common import gradient_step, make_optimizer
 from revflow.networks import Critic
 
-__all__ = ["CriticEnsemble", "critic_td_step", "td_target"]
+__all__ = ["METRICS", "CriticEnsemble", "critic_td_step", "td_target"]
+
+#: Metrics of :func:`critic_td_step` (an agent documents its own TD target's
+#: ``target_q_mean``).
+METRICS: dict[str, str] = {
+    "critic_loss": "mean squared TD error, averaged over the critic ensemble",
+    "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
+    "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+    "target_q_mean": "mean TD target",
+    "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
+}
 
 
 def td_target(batch: Batch, next_value: Array, reward_scale: float = 1.0) -> Array:

@@ -25,7 +25,7 @@ averaged over action dimensions).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ from revflow.agents.configs import (
     TemperatureFields,
     parse_control_variate,
 )
+from revflow.agents.critics import METRICS as CRITIC_METRICS
 from revflow.agents.critics import td_target
 from revflow.agents.policies import replay_latent
 from revflow.losses import generative_loss
@@ -59,18 +60,13 @@ __all__ = [
 ]
 
 EndpointSource = Literal["policy", "replay"]
-ENDPOINT_SOURCES: tuple[str, ...] = ("policy", "replay")
 #: Reduction of the actor's squared error over the action dimensions.
 LOSS_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
 #: Metrics of the posterior-target update.
 METRICS: dict[str, str] = {
-    "critic_loss": "mean squared TD error, averaged over the critic ensemble",
+    **CRITIC_METRICS,
     "actor_loss": "regression loss ||f_theta - target(mu1)||^2, mean over the batch",
-    "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
-    "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
-    "target_q_mean": "mean TD target",
-    "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
     "actor_grad_norm": "global L2 norm of the policy-net gradient (before clipping)",
     "lam": "temperature lam of the Boltzmann target",
     "ess_mean": "mean effective sample size 1/sum w^2 of the K reverse samples",
@@ -95,7 +91,7 @@ class PosteriorFields(EstimatorFields):
     def validate(self) -> None:
         super().validate()
         for name, choices in (
-            ("endpoint_source", ENDPOINT_SOURCES),
+            ("endpoint_source", get_args(EndpointSource)),
             ("actor_loss_reduction", LOSS_REDUCTIONS),
         ):
             value = getattr(self, name)
