@@ -37,7 +37,7 @@ evaluation best of 32 by the online critics with the engine's keys.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 PolicySpace = Literal["box", "latent"]
+POLICY_SPACES: tuple[str, ...] = ("box", "latent")
 SCALE_FLOOR = 1e-5  # of sqrt(1 - abar) and sigma = sqrt(1 - abar)/sqrt(abar), as theirs
 
 
@@ -131,12 +132,11 @@ class QNEConfig(DiffusionPosteriorConfig):
 
     def validate(self) -> None:
         super().validate()
-        spaces = get_args(PolicySpace)
         require(
-            self.policy_space in spaces,
+            self.policy_space in POLICY_SPACES,
             "policy_space",
             self.policy_space,
-            f"must be one of {list(spaces)}",
+            f"must be one of {list(POLICY_SPACES)}",
         )
         require(
             0.0 < self.tau_min < self.tau_max < 1.0,
