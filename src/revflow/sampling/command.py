@@ -49,10 +49,10 @@ class SampleArgs:
     """samples written to samples.npy"""
     seed: int = 0
     lr: float = 2e-3
-    hidden: int = 256
-    num_reverse_samples: int = 64
+    hidden: int = TrainConfig.hidden
+    num_reverse_samples: int = TrainConfig.num_reverse_samples
     """K: reverse samples per noisy point"""
-    scale: float = 1.0
+    scale: float = TrainConfig.scale
     """the model works in x / scale (about [-1, 1] suits the idem method)"""
     reference: str = TrainConfig.reference
     """reverse samples from the kernel alone (none) or times an adaptive Gaussian reference
