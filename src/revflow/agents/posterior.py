@@ -44,7 +44,6 @@ from revflow.agents.configs import (
     TemperatureFields,
     parse_control_variate,
 )
-from revflow.agents.critics import METRICS as CRITIC_METRICS
 from revflow.agents.critics import td_target
 from revflow.agents.policies import replay_latent
 from revflow.losses import generative_loss
@@ -65,8 +64,12 @@ LOSS_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
 #: Metrics of the posterior-target update.
 METRICS: dict[str, str] = {
-    **CRITIC_METRICS,
+    "critic_loss": "mean squared TD error, averaged over the critic ensemble",
     "actor_loss": "regression loss ||f_theta - target(mu1)||^2, mean over the batch",
+    "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
+    "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+    "target_q_mean": "mean TD target",
+    "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
     "actor_grad_norm": "global L2 norm of the policy-net gradient (before clipping)",
     "lam": "temperature lam of the Boltzmann target",
     "ess_mean": "mean effective sample size 1/sum w^2 of the K reverse samples",

@@ -56,7 +56,6 @@ from revflow.agents.actor_critic import (
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.common import GradientStep, gradient_step, make_optimizer
 from revflow.agents.configs import CriticFields, OptimiserFields
-from revflow.agents.critics import METRICS as CRITIC_METRICS
 from revflow.agents.critics import CriticEnsemble, td_target
 from revflow.agents.policies import GaussianPolicy
 from revflow.networks import KERNEL_INITS, MLP, ResidualMLP
@@ -260,14 +259,17 @@ class SAC(ActorCriticAgent):
     Config = SACConfig
     State = SACState
     METRICS: ClassVar[dict[str, str]] = {
-        **CRITIC_METRICS,
-        "target_q_mean": "mean TD target r + discount * soft target value",
+        "critic_loss": "mean squared TD error, averaged over the critic ensemble",
         "actor_loss": "E[alpha * log pi(a|s) - min_k Q_k(s, a)] over the batch",
-        "actor_grad_norm": "global L2 norm of the actor gradient (before clipping)",
         "alpha_loss": "temperature loss (alpha_loss: alpha * E[-log pi - target_entropy] or "
         "-log_alpha * E[log pi + target_entropy])",
         "alpha": "entropy temperature alpha (after the update)",
         "entropy": "policy entropy estimate -E[log pi(a|s)] of the squashed policy",
+        "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
+        "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+        "target_q_mean": "mean TD target r + discount * soft target value",
+        "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
+        "actor_grad_norm": "global L2 norm of the actor gradient (before clipping)",
     }
 
     config: SACConfig
