@@ -66,6 +66,29 @@ def test_qne_configs_saved_before_the_authors_defaults_keep_their_behaviour() ->
     )
 
 
+def test_dqs_configs_saved_before_the_authors_defaults_keep_their_behaviour() -> None:
+    """A dqs config saved before ``policy_space`` existed (revflow's tanh-latent dqs, clipping
+    at 10, LeCun init) loads as the ``revflow`` preset; the default is the authors' dqs."""
+    config_cls = get_agent_class("dqs").Config
+    old = make_config("dqs", "revflow").to_dict()
+    for new_field in ("policy_space", "network_init", "embedding", "actor_loss_reduction",
+                      "critic_clip", "diffusion_scale", "loss_weight_floor",
+                      "eval_rule"):  # fmt: skip
+        del old[new_field]
+    assert config_cls.from_dict(old) == make_config("dqs", "revflow")
+    default = make_config("dqs")
+    assert (default.policy_space, default.max_grad_norm, default.network_init) == (
+        "action",
+        0.0,
+        "orthogonal",
+    )
+    assert (default.critic_clip, default.actor_loss_reduction, default.eval_rule) == (
+        "per-critic",
+        "mean",
+        "noise-free",
+    )
+
+
 @pytest.mark.parametrize("algo", ["rfm", "sac", "dacer"])
 def test_a_config_is_validated_once_per_construction(algo: str, monkeypatch) -> None:
     """Every way of making a config validates it exactly once (``__post_init__``); building

@@ -16,11 +16,19 @@ score -1400 to -1750 here.
 Measured on the 2-core CPU (other jobs running), trained return for seeds 0 / 1 (/ 2):
 qne -156 (seed 0, its default: the authors' maxentdp; 1248 s on a heavily loaded machine) and,
 before that default, -162 / -420 / -157 (the tanh-latent variant, preset revflow);
-rfm-diffusion -439 / -183; dqs -158 / -158; sdac -183 / -185;
-qsm -266 / -493 / -1074; qvpo -404 / -195; dpmd -163 / -195; dacer -163 / -156 / -171;
-dipo -312 / -195. qsm and dacer clip their sampler to the latent box |u| <= atanh(0.999)
-(the ``clip`` of revflow.samplers, as the originals clip to the action box); without it (qsm
--230 / -1355 / -1440, dacer -167 / -341 / -1429) the failed seeds ended with a saturated
+rfm-diffusion -439 / -183; dqs -182 (seed 0, its default: the authors' dqs; 152 s on a
+heavily loaded machine) and, before that default, -158 / -158 (the tanh-latent variant, preset
+revflow); sdac -183 / -185;
+qsm -164 (seed 0, its default: the authors' qsm; 161 s of training on a heavily loaded
+machine; benchmarks/results/pendulum_learn/qsm_seed0.txt) and, before that default,
+-266 / -493 / -1074 (the tanh-latent variant, preset revflow); qvpo -406 (seed 0, its
+default: the authors' QVPO; 444 s on a heavily loaded machine;
+benchmarks/results/pendulum_learn/qvpo_seed0.txt) and, before that default, -404 / -195
+(preset revflow);
+dpmd -163 / -195; dacer -163 / -156 / -171; dipo -312 / -195. qsm's preset revflow and dacer
+clip their sampler to the latent box |u| <= atanh(0.999) (the ``clip`` of revflow.samplers,
+as the originals clip to the action box); without it (qsm -230 / -1355 / -1440, dacer
+-167 / -341 / -1429) the failed seeds ended with a saturated
 policy: latent samples |u| ~ 1e3 to 5e3, all actions at -1, and (dacer) an actor gradient
 of exactly 0, since tanh'(u) underflows once |u| > 9. qsm seed 2 is not saturated but
 unstable: its evaluation swings between about -220 and -1000 over 10k steps.

@@ -60,6 +60,9 @@ COUNTS: dict[str, Any] = {
 EXTRA_PRESETS: dict[str, tuple[str, ...]] = {
     "rfm": ("revflow",),
     "qne": ("revflow",),
+    "dqs": ("revflow",),
+    "qsm": ("revflow",),
+    "qvpo": ("revflow",),
     "sac": ("standard", "revflow"),
 }
 

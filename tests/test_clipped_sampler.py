@@ -1,7 +1,8 @@
-"""The box-clipped diffusion samplers of QSM and DACER (``clip=`` of revflow.samplers'
-ddpm_sample / ddim_sample): samples stay in the latent box |u| <= atanh(0.999) however large
-the network's predictions, the sampler equals the shared one where the clip is inactive, and
-the opt-out gives the shared sampler exactly."""
+"""The box-clipped diffusion samplers of QSM's tanh-latent variant (preset ``revflow``) and DACER
+(``clip=`` of revflow.samplers' ddpm_sample / ddim_sample): samples stay in the latent box
+|u| <= atanh(0.999) however large the network's predictions, the sampler equals the shared one
+where the clip is inactive, and the opt-out gives the shared sampler exactly. (QSM's default,
+the authors' box policy, clips its iterate to [-1, 1]: tests/test_qsm_box.py.)"""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ TINY = {
 }
 CLIP_FIELD = {"qsm": "clip_sampler", "dacer": "clip_denoised"}
 CLIP_MODE = {"qsm": "iterate", "dacer": "endpoint"}
+#: The preset with the tanh-latent policy.
+PRESET = {"qsm": "revflow", "dacer": "reference"}
 
 
 def clipped_diffusion_sample(eps_fn, key, x_init, path, num_steps, t_start, clip):
@@ -45,7 +48,8 @@ def clipped_diffusion_sample(eps_fn, key, x_init, path, num_steps, t_start, clip
 def _agent(name: str, clip: bool = True):
     fields = {f.name for f in dataclasses.fields(get_agent_class(name).Config)}
     tiny = {k: v for k, v in TINY.items() if k in fields}
-    return make_agent(name, make_config(name, **tiny, **{CLIP_FIELD[name]: clip}), OBS, ACT)
+    config = make_config(name, PRESET[name], **tiny, **{CLIP_FIELD[name]: clip})
+    return make_agent(name, config, OBS, ACT)
 
 
 def _gaussian_eps(m: float, s: float):
@@ -110,7 +114,7 @@ def _blown_up(agent, state, bias: float):
 def test_agents_clip_by_default_and_keep_latents_in_the_box(name):
     """Latents stay in the box whatever the network predicts; the old sampler (clip off)
     saturates them with the same network (median |u| > 100, as in the failed Pendulum runs)."""
-    cfg = make_config(name)
+    cfg = make_config(name, PRESET[name])
     assert getattr(cfg, CLIP_FIELD[name]) is True
     agent, old_agent = _agent(name), _agent(name, clip=False)
     sample = jax.jit(agent.policy.sample, static_argnums=4)
@@ -154,5 +158,5 @@ def test_opting_out_gives_the_shared_sampler_exactly(name):
 @pytest.mark.parametrize("name", ["qsm", "dacer"])
 def test_clip_needs_a_diffusion_policy(name):
     with pytest.raises(ValueError, match="policy='flow'"):
-        make_config(name, policy="flow", sampler="euler")
-    make_config(name, policy="flow", sampler="euler", **{CLIP_FIELD[name]: False})
+        make_config(name, PRESET[name], policy="flow", sampler="euler")
+    make_config(name, PRESET[name], policy="flow", sampler="euler", **{CLIP_FIELD[name]: False})

@@ -41,10 +41,10 @@ def _batch(seed: int = 0) -> Batch:
     return Batch(f(B, OBS), jnp.tanh(f(B, ACT)), f(B), f(B, OBS), jnp.full((B,), 0.99))
 
 
-#: The posterior-target members checked here; qne's is its tanh-latent variant (preset
-#: ``revflow``): its default, the authors' maxentdp, is checked quantity by quantity by
-#: tests/test_fidelity_revflow_side.py.
-PRESETS = {"qne": "revflow"}
+#: The posterior-target members checked here; qne's and dqs's are their tanh-latent variants
+#: (preset ``revflow``): their defaults, the authors' maxentdp and dqs, are checked quantity by
+#: quantity by tests/test_fidelity_revflow_side.py (dqs's parts: tests/test_dqs_ve.py).
+PRESETS = {"qne": "revflow", "dqs": "revflow"}
 
 
 def _agent(name: str, **overrides):
@@ -75,7 +75,7 @@ def test_registered_with_published_defaults():
         32,
     )
     assert (q.entropy_backup, q.endpoint_source, q.t_min, q.t_max) == (True, "replay", 0.02, 0.999)
-    d = make_config("dqs")
+    d = make_config("dqs", "revflow")
     assert (d.path, d.ve_sigma_min, d.ve_sigma_max, d.control_variate) == (
         "ve",
         1e-5,

@@ -1,5 +1,6 @@
 """QSM (Q-score matching) and DIPO (action gradient + behaviour cloning): updates, acting,
-config validation and each method's defining target (baselines note)."""
+config validation and each method's defining target (baselines note). QSM's tanh-latent
+variant (preset ``revflow``) here; its default, the authors' box policy: tests/test_qsm_box.py."""
 
 from __future__ import annotations
 
@@ -37,14 +38,14 @@ def _batch(seed: int = 0) -> Batch:
 
 
 @functools.cache
-def _tiny(name: str):
-    agent = make_agent(name, make_config(name, **TINY), OBS, ACT)
+def _tiny(name: str, preset: str = "reference"):
+    agent = make_agent(name, make_config(name, preset, **TINY), OBS, ACT)
     return agent, jax.jit(agent.update)
 
 
 def test_registered_with_published_defaults():
     assert {"qsm", "dipo"} <= set(available())
-    q = make_config("qsm")
+    q = make_config("qsm", "revflow")
     assert (q.q_scale, q.explore_noise, q.target_noise, q.num_flow_steps) == (50.0, 0.1, 0.1, 20)
     assert (q.policy, q.path, q.parameterisation, q.t_min, q.time_scale) == (
         "diffusion",
@@ -105,7 +106,7 @@ def test_config_validation_names_field(name, overrides, match):
 
 
 def test_qsm_target_is_scaled_q_gradient_at_noisy_action():
-    agent, _ = _tiny("qsm")
+    agent, _ = _tiny("qsm", "revflow")
     state = agent.init(jax.random.PRNGKey(3))
     batch = _batch(1)
     r = np.random.default_rng(5)

@@ -13,9 +13,9 @@ import pytest
 
 from revflow.agents.base import Batch
 from revflow.agents.dpmd import dpmd_weights
-from revflow.agents.qvpo import entropy_loss, qvpo_weights
+from revflow.agents.qvpo import qvpo_weights
 from revflow.agents.registry import available, make_agent, make_config
-from revflow.agents.weighted_denoising import denoising_loss, noise_draw
+from revflow.agents.weighted_denoising import denoising_loss, noise_draw, uniform_action_loss
 
 OBS, ACT, B = 3, 2, 4
 TINY = {
@@ -37,8 +37,8 @@ def _batch(seed: int = 0) -> Batch:
 
 
 @functools.cache
-def _tiny(name: str):
-    agent = make_agent(name, make_config(name, **TINY), OBS, ACT)
+def _tiny(name: str, preset: str = "reference"):
+    agent = make_agent(name, make_config(name, preset, **TINY), OBS, ACT)
     return agent, jax.jit(agent.update)
 
 
@@ -89,12 +89,13 @@ def test_update_is_finite_reports_metrics_and_acts(name):
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new.actor_params, state.actor_params)
     assert any(jax.tree.leaves(changed))
     obs = jax.random.normal(jax.random.key(3), (5, OBS))
+    act = jax.jit(agent.act, static_argnames="mode")
     for mode in ("explore", "best-of-n", "sample"):
-        a = agent.act(new, jax.random.key(4), obs, mode)
+        a = act(new, jax.random.key(4), obs, mode=mode)
         assert a.shape == (5, ACT)
         assert np.all(np.isfinite(np.asarray(a))) and np.all(np.abs(np.asarray(a)) <= 1.0)
-    if name == "qvpo":
-        assert 0.0 < float(metrics["positive_fraction"]) < 1.0
+    if name == "qvpo":  # the default trains on each state's best sample: its weight is > 0
+        assert 0.0 < float(metrics["positive_fraction"]) <= 1.0
         assert float(metrics["entropy_loss"]) > 0.0
 
 
@@ -124,7 +125,8 @@ def test_dpmd_weights_match_an_independent_computation():
 
 @pytest.mark.parametrize("name", AGENTS)
 def test_denoising_loss_is_zero_for_the_exact_noise(name):
-    agent, _ = _tiny(name)
+    """The latent weighted-denoising loss (dpmd; qvpo's preset revflow)."""
+    agent, _ = _tiny(name, "revflow" if name == "qvpo" else "reference")
     rows = 7
     t, eps = noise_draw(agent, jax.random.key(0), rows)
     u1 = jax.random.normal(jax.random.key(1), (rows, ACT))
@@ -142,10 +144,12 @@ def test_denoising_loss_is_zero_for_the_exact_noise(name):
         _, k_noise = jax.random.split(jax.random.key(5))
         n = 2 * agent.config.entropy_samples
         _, eps_u = noise_draw(agent, k_noise, n)
-        extra, aux = entropy_loss(agent, lambda o: lambda tt, x: eps_u, jax.random.key(5), obs)
-        assert float(aux["entropy_loss"]) == pytest.approx(0.0, abs=1e-8)
-        extra, aux = entropy_loss(
-            agent, lambda o: lambda tt, x: jnp.zeros_like(x), jax.random.key(5), obs
+        c = agent.config
+        entropy_loss = functools.partial(
+            uniform_action_loss, agent, c.entropy_samples, c.entropy_weight
         )
+        extra, aux = entropy_loss(lambda o: lambda tt, x: eps_u, jax.random.key(5), obs)
+        assert float(aux["entropy_loss"]) == pytest.approx(0.0, abs=1e-8)
+        extra, aux = entropy_loss(lambda o: lambda tt, x: jnp.zeros_like(x), jax.random.key(5), obs)
         assert float(extra) == pytest.approx(0.02 * float(aux["entropy_loss"]), rel=1e-6)
         assert float(aux["entropy_loss"]) > 0.0

@@ -16,6 +16,12 @@ different rule or initialisation) shows as a difference of order 1e-2 or more. P
 defaults (``default/<name>``: learning rates, sizes, clipping, evaluation episodes, ...) must
 be equal (tolerance 0).
 
+Intended differences. ``qvpo/default/action_lr`` and ``qvpo/default/action_gradient_steps``
+are "missing" on revflow's side: they configure the authors' QVPO branch with
+``action_augmentation: false`` (replay actions pushed up Q by Adam steps), which their default
+(``action_augmentation: true``, the best of the policy samples) never runs and revflow does
+not implement.
+
 Agents of the authors' code that revflow's side does not cover yet (``compare(...,
 implemented=...)``) give one row per quantity marked "not implemented": counted, never a
 match, so the verdict stays negative until they are written.
@@ -85,6 +91,15 @@ GRADIENTS = {
         tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
     ),
     ("qne", "critic"): mapping.critic,
+    ("dqs", "actor"): lambda tree: mapping.velocity_net(
+        tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
+    ),
+    ("dqs", "critic"): mapping.critic,
+    ("qsm", "actor"): lambda tree: mapping.velocity_net(
+        tree, SIZES["obs_dim"], SIZES["act_dim"], SIZES["emb"]
+    ),
+    ("qsm", "critic"): mapping.critic,
+    ("qvpo", "critic"): mapping.qvpo_critic,
 }
 
 

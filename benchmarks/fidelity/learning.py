@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(plan()) - len(pending)} of {len(plan())} runs done; {len(pending)} to go")
     for run in pending:
         log_dir = scratch / run.task.replace(":", "_") / run.label / f"seed{run.seed}"
-        if run.implementation == "revflow" and (run.run_dir(args.results) / "checkpoints").is_dir():
+        # a started run (its config.json) resumes, from its last checkpoint or from step 0
+        if (
+            run.implementation == "revflow"
+            and (run.run_dir(args.results) / "config.json").is_file()
+        ):
             cmd = [sys.executable, "-m", "revflow.cli", "train", "--resume"]
             cmd.append(str(run.run_dir(args.results)))
         elif run.implementation == "revflow":

@@ -9,6 +9,9 @@ and by ``check.py`` for gradients, which have the parameters' structure).
   ``Dense_0``, ``Dense_{i+1}``, ``Dense_{L+1}``.
 - critic ensemble ``MLP`` (leading ensemble axis): ``NormedLinear_i/Dense_0``, ``Dense_0`` ->
   ``Critic``'s ``ensemble/Dense_i``, ``ensemble/Dense_L``.
+- QVPO's ``QVPOPolicyNet`` has the layout of revflow's ``StepDenoiserNet`` (no mapping); its
+  two ``QVPOQNet`` critics ``q1``, ``q2`` (``Dense_i``) are stacked on the ensemble axis of
+  ``Critic``'s ``ensemble/Dense_i`` (:func:`qvpo_critic`).
 """
 
 from __future__ import annotations
@@ -58,4 +61,17 @@ def critic(official: dict[str, Any]) -> dict:
     hidden = _blocks(p, "NormedLinear_")
     layers = {f"Dense_{i}": dict(p[name]["Dense_0"]) for i, name in enumerate(hidden)}
     layers[f"Dense_{len(hidden)}"] = dict(p["Dense_0"])
+    return {"params": {"ensemble": layers}}
+
+
+def qvpo_critic(official: dict[str, Any]) -> dict:
+    """The authors' QVPO critics ``{"q1": params, "q2": params}`` -> revflow Critic params."""
+    members = [official[name]["params"] for name in ("q1", "q2")]
+    layers = {
+        layer: {
+            leaf: np.stack([np.asarray(m[layer][leaf]) for m in members])
+            for leaf in members[0][layer]
+        }
+        for layer in members[0]
+    }
     return {"params": {"ensemble": layers}}

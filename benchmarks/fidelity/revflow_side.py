@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mapping
 from spec import SIZES, flatten, unflatten
 
-from revflow.agents import box_diffusion, qne
+from revflow.agents import box_diffusion, dqs, qne, qsm, qvpo
 from revflow.agents.base import Batch
 from revflow.agents.common import gradient_clipping
-from revflow.agents.critics import critic_td_step
+from revflow.agents.critics import critic_td_step, td_target
 from revflow.agents.posterior import posterior_mean
 from revflow.agents.registry import make_agent, make_config
 from revflow.agents.sac import alpha_loss
@@ -455,6 +455,303 @@ def _qne_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, d
     return out, {"critic": opt_state[1], "actor": actor_grads}
 
 
+def run_dqs(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' DQS quantities with revflow's ``dqs`` (action-space VE score policy), their
+    recorded draws injected (``draw/*``), their critics mapped (online, target)."""
+    s = SIZES
+    cfg = _sized_config(
+        "dqs",
+        preset,
+        num_flow_steps=s["diffusion_steps"],
+        num_reverse_samples=s["dqs_mc_samples"],
+        lam=s["lam"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "action":
+        return {}  # the tanh-latent variant has no counterpart of their sampler or target
+    agent = make_agent("dqs", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    _fingerprint_velocity_net(out, "dqs", fresh, cfg.actor_blocks)
+    state = fresh.replace(
+        actor_params=_tree(
+            mapping.velocity_net(
+                unflatten(official, "dqs.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+            )
+        ),
+        critic_params=_tree(mapping.critic(unflatten(official, "dqs.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "dqs.param.target"))),
+    )
+    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("dqs.draw/")}
+    values, grads = jax.jit(lambda st, x, d: _dqs_quantities(agent, st, x, d))(
+        state, _tree(inp), _tree(draws)
+    )
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"dqs.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _dqs_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
+    """Every dqs quantity (one jitted program): ``(values, gradient trees)``."""
+    policy, critic, cfg = agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online, target = state.actor_params, state.critic_params, state.target_critic_params
+    batch = _batch(inp)
+    lam = agent.temperature(state.step)
+    out["dqs/temperature"] = lam[None]
+    t01 = inp["diff_t01"]
+    out["dqs/noise_h"], out["dqs/noise_g"] = policy.h(t01), policy.g(t01)
+    out["dqs/loss_weight"] = policy.h(t01) + cfg.loss_weight_floor
+    out["dqs/score_net"] = policy.score(actor, t01, inp["diff_x"], batch.obs, lam)
+    out["dqs/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["dqs/critic_q_min"] = critic.q_min(online, batch.obs, batch.action)
+    # Evaluation: revflow's own rule (its state-hash keys and draws).
+    out["dqs/eval_sample_raw"] = policy.noise_free(actor, batch.obs, lam)
+    out["dqs/eval_action"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+
+    # TD: a' with their draws injected.
+    raw = policy.sample_with_noise(
+        actor, batch.next_obs, lam, d["td_init"], d["td_noise"], cfg.diffusion_scale
+    )
+    out["dqs/td_next_sample_raw"], out["dqs/td_next_action"] = raw, jnp.tanh(raw)
+    y = td_target(batch, critic.q_min(target, batch.next_obs, jnp.tanh(raw)))
+    out["dqs/td_target"] = y
+    opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), recorder())
+    _, opt_state, metrics = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+    out["dqs/critic_loss"] = metrics["critic_loss"][None]
+
+    # Actor: noised replay actions, the score target from the critics before their step.
+    t = d["train_t"]
+    sqrt_h = jnp.sqrt(policy.h(t))
+    a_t = batch.action + d["train_noise"] * sqrt_h[:, None]
+    out["dqs/train_t"], out["dqs/train_noised_action"] = t, a_t
+    score, _ = dqs.score_target(agent.q_fn(online), batch.obs, a_t, sqrt_h, d["score_noise"], lam)
+    out["dqs/score_target"] = score
+    weight = policy.h(t) + cfg.loss_weight_floor
+    out["dqs/train_loss_weight"] = weight
+    inputs = (batch.obs, t, a_t, score, weight, lam)
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["dqs/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
+def stepping_recorder(lr: float) -> optax.GradientTransformation:
+    """:func:`recorder` that also steps by ``-lr * gradient`` (the official side's
+    ``sgd_recorder``: the critics after their probe step differ from those before)."""
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del state, params
+        return jax.tree.map(lambda g: -lr * g, grads), grads
+
+    return optax.GradientTransformation(recorder().init, update)
+
+
+def run_qsm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' QSM quantities with revflow's ``qsm`` (box policy), their recorded draws
+    injected (``draw/*``), their online and target critics mapped; the evaluation row is
+    revflow's own rule (its state-hash keys and draws)."""
+    s = SIZES
+    cfg = _sized_config(
+        "qsm",
+        preset,
+        num_flow_steps=s["diffusion_steps"],
+        q_scale=s["qsm_q_scale"],
+        explore_noise=s["qsm_noise"],
+        target_noise=s["qsm_noise"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "box":
+        # The tanh-latent variant has no counterpart of their box sampler or target: its
+        # quantities are missing (rows that differ), only its defaults compare.
+        return {}
+    agent = make_agent("qsm", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    _fingerprint_velocity_net(out, "qsm", fresh, cfg.actor_blocks)
+    state = fresh.replace(
+        actor_params=_tree(
+            mapping.velocity_net(
+                unflatten(official, "qsm.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+            )
+        ),
+        critic_params=_tree(mapping.critic(unflatten(official, "qsm.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, "qsm.param.target"))),
+    )
+    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("qsm.draw/")}
+    values, grads = jax.jit(lambda st, x, d: _qsm_quantities(agent, st, x, d))(
+        state, _tree(inp), _tree(draws)
+    )
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"qsm.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _qsm_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
+    """Every qsm quantity (one jitted program): ``(values, gradient trees)``."""
+    policy, critic, cfg = agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online, target = state.actor_params, state.critic_params, state.target_critic_params
+    batch = _batch(inp)
+    temp = agent.temperature_of(state)
+    sch = policy.schedule
+    for name in ("betas", "alphas", "alpha_hats"):
+        out[f"qsm/schedule_{name}"] = getattr(sch, name)
+    out["qsm/eps_net"] = policy.eps_at_step(actor, inp["diff_step"], inp["diff_x"], batch.obs, temp)
+    out["qsm/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["qsm/critic_q_min"] = critic.q_min(online, batch.obs, batch.action)
+
+    def q_each(params: Any):
+        return lambda obs, a: critic.net.apply(params, obs, a)
+
+    out["qsm/eps_target_at_inputs"] = qsm.box_eps_target(
+        q_each(online), batch.obs, inp["diff_x"], cfg.q_scale
+    )
+    # Evaluation: revflow's own rule (one sample from its state-hash keys).
+    out["qsm/eval_action"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+
+    def noisy(a: jax.Array, z: jax.Array, std: float) -> jax.Array:  # noise injected
+        return jnp.clip(a + std * z, -1.0, 1.0)
+
+    explore = policy.sample_with_noise(
+        actor, batch.obs, temp, d["explore_init"], d["explore_noise"]
+    )
+    out["qsm/explore_action"] = noisy(explore, d["explore_action_noise"], cfg.explore_noise)
+    a_next = policy.sample_with_noise(actor, batch.next_obs, temp, d["td_init"], d["td_noise"])
+    a_next = noisy(a_next, d["td_action_noise"], cfg.target_noise)
+    out["qsm/td_next_action"] = a_next
+    y = td_target(batch, critic.q_min(target, batch.next_obs, a_next))
+    out["qsm/td_target"] = y
+    opt = optax.chain(
+        gradient_clipping(cfg.max_grad_norm, cfg.critic_clip),
+        stepping_recorder(SIZES["probe_critic_lr"]),
+    )
+    after, opt_state, metrics = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+    out["qsm/critic_loss"] = metrics["critic_loss"][None]
+
+    # Actor, with the critics after their (probe) step.
+    k = d["train_step"]
+    abar = sch.alpha_hats[k]
+    a_k = jnp.sqrt(abar)[:, None] * batch.action + jnp.sqrt(1.0 - abar)[:, None] * d["train_noise"]
+    out["qsm/train_step"], out["qsm/train_noisy_action"] = k, a_k
+    eps_target = qsm.box_eps_target(q_each(after), batch.obs, a_k, cfg.q_scale)
+    out["qsm/eps_target"] = eps_target
+    inputs = (batch.obs, k, a_k, eps_target)
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["qsm/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
+def run_qvpo(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    """The authors' QVPO quantities with revflow's ``qvpo`` (box policy) under their
+    parameters (the policy net's layout is theirs; ``mapping.qvpo_critic`` stacks their two
+    critics), from their update and exploration keys with revflow's own draws (the CI test
+    checks that those equal the recorded ones)."""
+    s = SIZES
+    cfg = _sized_config(
+        "qvpo",
+        preset,
+        num_particles=s["eval_candidates"],
+        num_flow_steps=s["diffusion_steps"],
+        num_policy_samples=s["qvpo_train_samples"],
+        target_particles=s["qvpo_target_samples"],
+        behaviour_particles=s["qvpo_behaviour_samples"],
+        entropy_samples=s["qvpo_entropy_samples"],
+        entropy_weight=s["qvpo_entropy_alpha"],
+        actor_lr=s["actor_lr"],
+        critic_lr=s["critic_lr"],
+    )
+    if cfg.policy_space != "box":
+        # The tanh-latent variant has no counterpart of their box sampler or mish nets: its
+        # quantities are missing (rows that differ), only its defaults compare.
+        return {}
+    agent = make_agent("qvpo", cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    a = fresh.actor_params["params"]
+    names = sorted(a, key=lambda n: int(n.split("_")[1]))
+    _init_fingerprint(
+        out,
+        "qvpo",
+        [a[n]["kernel"] for n in names],
+        [a[n]["bias"] for n in names],
+        fresh.critic_params,
+    )
+    state = fresh.replace(
+        actor_params=_tree(unflatten(official, "qvpo.param.actor")),
+        target_actor_params=_tree(unflatten(official, "qvpo.param.target_actor")),
+        critic_params=_tree(mapping.qvpo_critic(unflatten(official, "qvpo.param.critic"))),
+        target_critic_params=_tree(mapping.qvpo_critic(unflatten(official, "qvpo.param.target"))),
+    )
+    values, grads = jax.jit(lambda st, x: _qvpo_quantities(agent, st, x))(state, _tree(inp))
+    out.update(values)
+    for name, tree in grads.items():
+        out.update(flatten(tree, f"qvpo.grad.{name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _qvpo_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
+    """Every qvpo quantity (one jitted program): ``(values, gradient trees)``."""
+    s, policy, critic, cfg = SIZES, agent.policy, agent.critic, agent.config
+    out: dict[str, Any] = {}
+    actor, online = state.actor_params, state.critic_params
+    batch = _batch(inp)
+    lam = jnp.zeros((), jnp.float32)
+    sch = policy.schedule
+    for name, value in box_diffusion.ddpm_coefficients(sch).items():
+        out[f"qvpo/schedule_{name}"] = value
+    out["qvpo/eps_net"] = policy.eps_at_step(
+        actor, sch, inp["diff_step"], inp["diff_x"], batch.obs, lam
+    )
+    out["qvpo/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
+    out["qvpo/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
+    out["qvpo/explore_action"] = agent.act(state, inp["key_explore"], batch.obs, "explore")
+
+    # The update with their key: TD from the target policy by the target critics.
+    k_next, (k_actor, k_entropy, k_loss), _ = agent.objective.split(inp["key_update"])
+    out["qvpo/td_next_action"] = policy.best_of_rows(
+        state.target_actor_params,
+        k_next,
+        batch.next_obs,
+        lam,
+        agent.q_fn(state.target_critic_params),
+        cfg.target_particles,
+    )
+    y, _ = agent.objective.td_target(state, batch, k_next)
+    out["qvpo/td_target"] = y
+    q = critic.net.apply(online, batch.obs, batch.action)
+    out["qvpo/critic_loss"] = jnp.mean((q - y[None]) ** 2, axis=1)
+    probe = stepping_recorder(s["probe_critic_lr"])
+    opt = optax.chain(gradient_clipping(cfg.max_grad_norm, cfg.critic_clip), probe)
+    after, opt_state, _ = critic_td_step(
+        critic.net, opt, online, opt.init(online), batch, y, per_critic=critic.per_critic
+    )
+
+    # Actor: the best of the policy samples by the critics after their step.
+    b, n = batch.obs.shape[0], cfg.num_policy_samples
+    rows = jnp.repeat(batch.obs, n, axis=0)
+    samples = policy.sample(actor, k_actor, rows, lam).reshape(b, n, -1)
+    q_all = critic.q_min(after, batch.obs[:, None, :], samples)
+    idx, _ = qvpo.best_sample_weights(q_all)
+    out["qvpo/train_samples"], out["qvpo/train_q"] = samples, q_all
+    out["qvpo/train_best_action"] = samples[jnp.arange(b), idx]
+    inputs, _ = agent.objective.actor_inputs(state, after, batch, (k_actor, k_entropy, k_loss))
+    out["qvpo/train_weights"] = inputs[-1]
+    loss, grads = jax.value_and_grad(lambda p: agent.objective.actor_loss(p, inputs)[0])(actor)
+    out["qvpo/actor_loss"] = loss[None]
+    actor_grads = recorded_grads(gradient_clipping(cfg.max_grad_norm, "global"), grads)
+    return out, {"critic": opt_state[1], "actor": actor_grads}
+
+
 def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.ndarray]:
     """``<agent>/default/<name>``: revflow's defaults under the names of
     :data:`spec.HYPERPARAMETERS` (the agent's reference config and the engine's)."""
@@ -516,6 +813,57 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
             "num_reverse_samples": c.num_reverse_samples,
             "t_min": c.tau_min if c.policy_space == "box" else round(1.0 - c.t_max, 12),
         }
+    elif agent == "dqs":
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "ve_sigma_min": c.ve_sigma_min,
+            "ve_sigma_max": c.ve_sigma_max,
+            "lam": c.lam,
+            "lam_end": c.lam if c.lam_end is None else c.lam_end,
+            "diffusion_scale": c.diffusion_scale,
+            "num_flow_steps": c.num_flow_steps,
+            "num_reverse_samples": c.num_reverse_samples,
+        }
+    elif agent == "qsm":
+        box = c.policy_space == "box"
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks,
+            "embed_dim": c.embed_dim,
+            "num_flow_steps": c.num_flow_steps,
+            # the network's temperature input (latent: 1/M)
+            "ddpm_temperature": qsm.DDPM_TEMPERATURE if box else 1.0 / c.q_scale,
+            "clip_sampler": c.clip_sampler,
+            "q_scale": c.q_scale,
+            "target_noise": c.target_noise,
+            "explore_noise": c.explore_noise,
+        }
+    elif agent == "qvpo":
+        box = c.policy_space == "box"
+        values = {
+            **common,
+            "actor_width": c.actor_hidden,
+            "actor_blocks": c.actor_blocks if box else -1,  # theirs: hidden mish layers
+            "embed_dim": c.embed_dim,
+            "num_flow_steps": c.num_flow_steps,
+            "noise_ratio": 1.0,  # revflow's samplers always add their full noise
+            "behaviour_particles": c.behaviour_particles,
+            "target_particles": c.target_particles,
+            "num_particles": c.num_particles,
+            "num_policy_samples": c.num_policy_samples,
+            "deterministic": False,  # evaluation samples with noise (best of n)
+            "eps_greedy": 0.0,  # no uniform-random exploration
+            # revflow implements only their action_augmentation branch (the best of the
+            # policy samples); action_lr and action_gradient_steps configure the other branch
+            # and are absent here (check.py's docstring).
+            "action_augmentation": box,
+            "entropy_weight": c.entropy_weight,
+            "entropy_samples": c.entropy_samples,
+        }
     else:
         residual = c.actor_arch == "residual"
         values = {
@@ -529,7 +877,14 @@ def published_defaults(agent: str, preset: str = "reference") -> dict[str, np.nd
     return {f"{agent}/default/{k}": np.array([float(v)]) for k, v in values.items()}
 
 
-AGENTS = {"rfm": run_rfm, "sac": run_sac, "qne": run_qne}
+AGENTS = {
+    "rfm": run_rfm,
+    "sac": run_sac,
+    "qne": run_qne,
+    "dqs": run_dqs,
+    "qsm": run_qsm,
+    "qvpo": run_qvpo,
+}
 
 
 def run(

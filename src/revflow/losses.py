@@ -47,14 +47,20 @@ def regression_target(
 
 
 def regression_loss(
-    prediction: ArrayLike, target: ArrayLike, weights: ArrayLike | None = None
+    prediction: ArrayLike,
+    target: ArrayLike,
+    weights: ArrayLike | None = None,
+    features: str = "sum",
 ) -> Array:
-    """Squared error summed over the last (feature) axis, averaged over all leading axes.
+    """Squared error summed (``features="sum"``) or averaged (``"mean"``, as the authors'
+    baselines) over the last (feature) axis, averaged over all leading axes.
 
     ``loss = mean_rows( w_row * ||prediction_row - target_row||^2 )`` with ``w = 1`` when
     ``weights`` is None. ``weights`` broadcasts to ``prediction.shape[:-1]`` and is not
     renormalised (pass weights with mean 1 for a weighted average). Returns a scalar.
     """
+    if features not in ("sum", "mean"):
+        raise ValueError(f"unknown feature reduction {features!r}; expected sum or mean")
     prediction, target = jnp.asarray(prediction), jnp.asarray(target)
     if prediction.shape != target.shape:
         raise ValueError(
@@ -62,7 +68,8 @@ def regression_loss(
         )
     if prediction.ndim < 1:
         raise ValueError(f"prediction needs a feature axis, got shape {prediction.shape}")
-    per_row = jnp.sum(jnp.square(prediction - target), axis=-1)
+    reduce = jnp.sum if features == "sum" else jnp.mean
+    per_row = reduce(jnp.square(prediction - target), axis=-1)
     if weights is not None:
         weights = jnp.asarray(weights)
         try:

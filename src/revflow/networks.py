@@ -11,8 +11,10 @@ there VelocityNet's first layer is drawn as ONE orthogonal matrix over the conca
 ``[cond; x; emb(t); emb(lam)]`` and split into its parts (:meth:`VelocityNet.init`).
 
 Embeddings (``embedding``, :data:`EMBEDDINGS`): ``"cos-sin-1e4"`` (``[cos, sin]``, frequencies
-``10000^(-k / half)``) or ``"sin-cos-1e3"`` (``[sin, cos]``, frequencies
-``1000^(-k / (half - 1))``, the authors' ``sinusoidal_embedding``).
+``10000^(-k / half)``), ``"sin-cos-1e3"`` (``[sin, cos]``, frequencies
+``1000^(-k / (half - 1))``, the authors' ``sinusoidal_embedding``) or ``"sin-cos-1e4"``
+(frequencies ``10000^(-k / (half - 1))``, the step embedding of the authors' QVPO net,
+:class:`StepDenoiserNet`).
 
 The actor's first Dense layer is written as a *sum* of one Dense product per input group,
 ``W [cond; x; e_t; e_lam] + b = W_x x + b + W_c cond + W_t e_t + W_lam e_lam``, which is the
@@ -37,12 +39,14 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 __all__ = [
+    "ACTIVATIONS",
     "EMBEDDINGS",
     "KERNEL_INITS",
     "MLP",
     "Critic",
     "DenoiserNet",
     "ResidualMLP",
+    "StepDenoiserNet",
     "VelocityNet",
     "kernel_initializer",
     "sinusoidal_embedding",
@@ -52,7 +56,11 @@ __all__ = [
 EMBEDDINGS: dict[str, dict[str, Any]] = {
     "cos-sin-1e4": {"max_period": 10000.0, "sin_first": False, "endpoint": False},
     "sin-cos-1e3": {"max_period": 1000.0, "sin_first": True, "endpoint": True},
+    "sin-cos-1e4": {"max_period": 10000.0, "sin_first": True, "endpoint": True},
 }
+#: Hidden activations of the critic MLPs (``Critic.activation``): ReLU, or mish
+#: x tanh(softplus x) (the authors' QVPO critics).
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"relu": nn.relu, "mish": jax.nn.mish}
 #: Kernel initialisations (module docstring).
 KERNEL_INITS: tuple[str, ...] = ("lecun", "orthogonal")
 ORTHOGONAL_GAIN = math.sqrt(2.0)
@@ -311,9 +319,53 @@ class ResidualMLP(nn.Module):
         return nn.Dense(self.out_dim, kernel_init=init)(h)
 
 
+class StepDenoiserNet(nn.Module):
+    """The authors' QVPO eps network (``QVPOPolicyNet``): the integer diffusion step k is
+    embedded (``"sin-cos-1e4"``, ``time_dim`` features) and passed through
+    ``Dense(hidden) -> mish -> Dense(time_dim)``; then ``concat(x_k, e_k, cond) ->
+    num_layers x [Dense(hidden) -> mish] -> Dense(out_dim)``. No residual blocks and no
+    temperature input; kernels by ``kernel_init``, biases zero.
+
+    ``apply(params, t, x_t, cond)``: ``t`` scalar or broadcastable to ``x_t.shape[:-1]`` (the
+    step as a float), ``x_t`` (..., D), ``cond`` (..., C) broadcasting against ``x_t``.
+    """
+
+    out_dim: int
+    hidden: int = 256
+    num_layers: int = 2
+    time_dim: int = 128
+    kernel_init: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, t: ArrayLike, x_t: ArrayLike, cond: ArrayLike) -> Array:
+        if self.num_layers < 1 or self.time_dim < 4 or self.time_dim % 2:
+            raise ValueError(
+                "StepDenoiserNet needs num_layers >= 1 and an even time_dim >= 4, got "
+                f"num_layers={self.num_layers}, time_dim={self.time_dim}"
+            )
+        init = kernel_initializer(self.kernel_init)
+        x_t, cond = jnp.asarray(x_t), jnp.asarray(cond)
+        lead = jnp.broadcast_shapes(x_t.shape[:-1], cond.shape[:-1])
+        t = jnp.broadcast_to(jnp.asarray(t, x_t.dtype), lead)
+        e = sinusoidal_embedding(t, self.time_dim, **EMBEDDINGS["sin-cos-1e4"])
+        e = nn.Dense(self.hidden, kernel_init=init)(e)
+        e = nn.Dense(self.time_dim, kernel_init=init)(jax.nn.mish(e))
+        h = jnp.concatenate(
+            [
+                jnp.broadcast_to(x_t, (*lead, x_t.shape[-1])),
+                e,
+                jnp.broadcast_to(cond, (*lead, cond.shape[-1])).astype(x_t.dtype),
+            ],
+            axis=-1,
+        )
+        for _ in range(self.num_layers):
+            h = jax.nn.mish(nn.Dense(self.hidden, kernel_init=init)(h))
+        return nn.Dense(self.out_dim, kernel_init=init)(h)
+
+
 class Critic(nn.Module):
     """Ensemble of ``num_critics`` independent Q-networks (method note §6: 2 x (2x256 ReLU)),
-    kernels initialised by ``kernel_init``.
+    kernels initialised by ``kernel_init``, hidden activation ``activation``.
 
     ``__call__(obs, action)`` concatenates ``obs (..., S)`` and ``action (..., A)`` (leading
     dims broadcast) and returns Q-values of shape ``(num_critics, ...)``. Parameters carry a
@@ -323,9 +375,12 @@ class Critic(nn.Module):
     num_critics: int = 2
     hidden: Sequence[int] = (256, 256)
     kernel_init: str = "lecun"
+    #: Hidden activation, a name in :data:`ACTIVATIONS`.
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, obs: ArrayLike, action: ArrayLike) -> Array:
+        _check_choice("Critic", "activation", self.activation, tuple(ACTIVATIONS))
         if self.num_critics < 1:
             raise ValueError(f"Critic needs num_critics >= 1, got {self.num_critics}")
         obs, action = jnp.asarray(obs), jnp.asarray(action)
@@ -346,6 +401,10 @@ class Critic(nn.Module):
             axis_size=self.num_critics,
         )
         mlp = ensemble(
-            out_dim=1, hidden=tuple(self.hidden), kernel_init=self.kernel_init, name="ensemble"
+            out_dim=1,
+            hidden=tuple(self.hidden),
+            activation=ACTIVATIONS[self.activation],
+            kernel_init=self.kernel_init,
+            name="ensemble",
         )
         return mlp(x)[..., 0]

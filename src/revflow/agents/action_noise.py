@@ -16,17 +16,15 @@ import jax
 import jax.numpy as jnp
 
 from revflow.agents.base import AgentConfig, Array, Batch, require
+from revflow.agents.critics import METRICS as CRITIC_METRICS
 from revflow.agents.critics import td_target
 
-__all__ = ["ACTOR_LOSS_METRICS", "ActionNoiseFields", "noisy_td_target"]
+__all__ = ["ACTOR_LOSS_METRICS", "ActionNoiseFields", "add_action_noise", "noisy_td_target"]
 
 #: Metrics of an agent with a critic TD step and one actor loss on replayed actions.
 ACTOR_LOSS_METRICS: dict[str, str] = {
-    "critic_loss": "mean squared TD error, averaged over the critic ensemble",
-    "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
-    "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+    **CRITIC_METRICS,
     "target_q_mean": "mean TD target r + discount min_k Qbar_k(s', clip(a' + noise))",
-    "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
     "actor_loss": "the method's actor loss, batch mean",
     "actor_grad_norm": "global L2 norm of the policy-net gradient (before clipping)",
     "policy_q_mean": "mean min_k Q(s, a) (fresh critics) at the replayed actions",
@@ -49,6 +47,14 @@ class ActionNoiseFields(AgentConfig):
             require(math.isfinite(value) and value >= 0, name, value, "must be finite and >= 0")
 
 
+def add_action_noise(key: Array, action: Array, std: float) -> Array:
+    """clip(action + std N(0, I), -1, 1) (the action itself when std is 0)."""
+    if std <= 0:
+        return action
+    noise = jax.random.normal(key, action.shape, action.dtype)
+    return jnp.clip(action + std * noise, -1.0, 1.0)
+
+
 def noisy_td_target(agent: Any):
     """``td(state, batch, key) -> (target, {})`` of a generative agent whose config has
     :class:`ActionNoiseFields` (module docstring)."""
@@ -57,10 +63,7 @@ def noisy_td_target(agent: Any):
     def td(state: Any, batch: Batch, key: Array) -> tuple[Array, dict]:
         k_pi, k_noise = jax.random.split(key)
         u_next, _ = agent.latent(state, k_pi, batch.next_obs, c.train_pick)
-        a_next = jnp.tanh(u_next)
-        if c.target_noise > 0:
-            noise = jax.random.normal(k_noise, a_next.shape, a_next.dtype)
-            a_next = jnp.clip(a_next + c.target_noise * noise, -1.0, 1.0)
+        a_next = add_action_noise(k_noise, jnp.tanh(u_next), c.target_noise)
         next_q = agent.critic.q_min(state.target_critic_params, batch.next_obs, a_next)
         return td_target(batch, next_q, c.reward_scale), {}
 

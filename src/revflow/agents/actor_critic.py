@@ -27,6 +27,7 @@ __all__ = [
     "ActorCriticAgent",
     "ActorCriticState",
     "Objective",
+    "TargetPolicyState",
     "TemperatureState",
     "actor_critic_update",
     "no_post_update",
@@ -45,6 +46,14 @@ class ActorCriticState:
     critic_opt: Any
     #: Number of updates applied so far (drives schedules).
     step: Array
+
+
+@flax.struct.dataclass
+class TargetPolicyState(ActorCriticState):
+    """ActorCriticState plus a Polyak-averaged copy of the policy parameters (an algorithm
+    whose TD next action comes from a target policy moves it in its ``post_update``)."""
+
+    target_actor_params: Any
 
 
 @flax.struct.dataclass

@@ -1,5 +1,7 @@
-"""A diffusion policy in the action box, as the authors' MaxEntDP runs it (baselines note,
-"maxentdp (revflow: qne)"): the policy of ``qne`` with ``policy_space="box"``.
+"""A diffusion policy in the action box, as the authors' MaxEntDP, QSM and QVPO run it
+(baselines note, "maxentdp (revflow: qne)", "qsm" and "qvpo"): the policy of ``qne``, ``qsm``
+and ``qvpo`` with ``policy_space="box"``. The defaults are MaxEntDP's; QSM's and QVPO's
+differences are options (below).
 
 - Diffusion time tau (0 = data) on the cosine schedule abar(tau) = cos^2((tau + s)/(1 + s)
   pi/2) / cos^2(s/(1 + s) pi/2), s = 0.008, over [tau_min, tau_max] (:func:`cosine_tau_max`
@@ -14,8 +16,21 @@
   denoising estimate sum_j w_j (abar_j D - mean_s ||eps'_{s,j} - eps_{s,j}||^2) - (D/2)
   log(2 pi e), w_j = (abar'_j - abar_j)/(2 abar_j (1 - abar_j)), on a second grid of
   ``log_prob_steps`` points with ``log_prob_samples`` noises per point; stochastic.
+- QSM's variant: the discrete VP-beta schedule of T steps (:func:`vp_beta_schedule`), the
+  integer step k fed as the network's time input, and the eps form of the DDPM step,
+  x <- (x - (1 - alpha_k)/sqrt(1 - abar_k) eps)/sqrt(alpha_k) + [k > 0] sqrt(beta_k) z, with
+  the iterate itself clipped to [-1, 1] after every step (and once more at the end).
 - Evaluation keys from a hash of the state (:func:`state_hash_keys`): the evaluation action is
   a fixed function of the state.
+
+QVPO's options (``schedule_kind="ddpm-cosine"``, ``time_input="step"``, ``noise_std="posterior"``,
+``temperature_input=False``, :class:`revflow.networks.StepDenoiserNet`): the discrete
+T-step cosine schedule (abar at ``linspace(0, 1, T + 1)``, betas clipped to [0, 0.999],
+abar_k their cumulative product, :func:`ddpm_cosine_schedule`), the integer step k as the
+network's time input, the DDPM posterior std (log-variance floored at log 1e-20) as the
+sampler's noise scale, no temperature input; best-of-n evaluation draws each candidate from
+its own key (``split(state key, n)``), best-of-n acting and TD draw one batch of repeated
+states (:meth:`BoxDiffusionPolicy.best_of_rows`).
 
 Every function is pure; the ``*_with_noise`` forms take the draws explicitly (the fidelity
 harness injects the authors' recorded draws), the key forms draw them in the authors' order.
@@ -26,28 +41,45 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 
 from revflow.agents.base import Array
-from revflow.networks import VelocityNet
 
 __all__ = [
+    "POLICY_SPACES",
     "BoxDiffusionPolicy",
+    "PolicySpace",
     "Schedule",
     "cosine_alpha_hat",
     "cosine_schedule",
     "cosine_tau_max",
+    "ddpm_coefficients",
+    "ddpm_cosine_schedule",
     "log_snr",
     "state_hash_keys",
+    "vp_beta_schedule",
 ]
 
+#: Where an agent's diffusion policy lives: the action box (this module) or revflow's tanh
+#: latent (:class:`revflow.agents.policies.LatentPolicy`).
+PolicySpace = Literal["box", "latent"]
+POLICY_SPACES: tuple[str, ...] = get_args(PolicySpace)
 #: Offset s of the cosine schedule.
 COSINE_S = 0.008
 #: abar is clipped to [ABAR_EPS, 1 - ABAR_EPS] before the log-SNR.
 ABAR_EPS = 1e-5
+#: Discrete schedules (``BoxDiffusionPolicy.schedule_kind``): MaxEntDP's cosine on the tau
+#: grid, QVPO's T-step DDPM cosine, QSM's VP-beta steps.
+SCHEDULE_KINDS: tuple[str, ...] = ("cosine-tau", "ddpm-cosine", "vp-beta")
+#: The network's time input: the log-SNR of the level (MaxEntDP) or the integer step (QSM,
+#: QVPO).
+TIME_INPUTS: tuple[str, ...] = ("log-snr", "step")
+#: What the sampler clips to [-1, 1] (with ``clip``): the predicted x0 in every step
+#: (MaxEntDP) or the iterate after every step (QSM); both clip the final sample.
+CLIP_TARGETS: tuple[str, ...] = ("x0", "iterate")
 
 
 def cosine_tau_max(s: float = COSINE_S, beta_max: float = 999.0) -> float:
@@ -87,6 +119,55 @@ def cosine_schedule(num_steps: int, tau_min: float, tau_max: float) -> Schedule:
     return Schedule(prevs, alpha_hats, alphas, 1.0 - alphas)
 
 
+def vp_beta_schedule(num_steps: int, b_min: float = 0.1, b_max: float = 10.0) -> Schedule:
+    """QSM's discrete VP schedule: beta_k = 1 - exp(-b_min/T - (b_max - b_min)(2k - 1)/(2 T^2)),
+    k = 1..T, alpha = 1 - beta, abar = cumprod(alpha); ``alpha_hat_prevs`` = [1, abar_0, ...]
+    (float32, computed in the authors' order of operations)."""
+    k = jnp.arange(1, num_steps + 1)
+    betas = 1 - jnp.exp(-b_min / num_steps - 0.5 * (b_max - b_min) * (2 * k - 1) / num_steps**2)
+    alphas = 1.0 - betas
+    alpha_hats = jnp.cumprod(alphas, axis=0)
+    prevs = jnp.concatenate([jnp.ones((1,), alpha_hats.dtype), alpha_hats])
+    return Schedule(prevs, alpha_hats, alphas, betas)
+
+
+def ddpm_cosine_schedule(num_steps: int, s: float = COSINE_S) -> Schedule:
+    """The discrete cosine schedule of T = ``num_steps`` DDPM steps (module docstring): step k
+    (0 = data end) has abar_k = prod_{j <= k} (1 - beta_j), abar'_k = abar_{k-1} (1 at k = 0)."""
+    x = jnp.linspace(0.0, 1.0, num_steps + 1, dtype=jnp.float32)
+    f = jnp.cos((x + s) / (1.0 + s) * jnp.pi * 0.5) ** 2
+    f = f / f[0]
+    betas = jnp.clip(1.0 - f[1:] / f[:-1], 0.0, 0.999)
+    alphas = 1.0 - betas
+    alpha_hats = jnp.cumprod(alphas)
+    prevs = jnp.concatenate([jnp.ones((1,), jnp.float32), alpha_hats])
+    return Schedule(prevs, alpha_hats, alphas, betas)
+
+
+def ddpm_coefficients(sch: Schedule) -> dict[str, Array]:
+    """The DDPM quantities of a schedule per step, under their usual names: the x0 map
+    (``sqrt_recip_alphas_cumprod``, ``sqrt_recipm1_alphas_cumprod``), the forward process
+    (``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod``) and the posterior
+    q(x_{k-1} | x_k, x0) (``posterior_mean_coef1`` of x0, ``posterior_mean_coef2`` of x_k,
+    ``posterior_variance``, ``posterior_log_variance_clipped`` floored at log 1e-20)."""
+    abar, prev = sch.alpha_hats, sch.alpha_hat_prevs[:-1]
+    variance = sch.betas * (1.0 - prev) / (1.0 - abar)
+    return {
+        "betas": sch.betas,
+        "alphas": sch.alphas,
+        "alphas_cumprod": abar,
+        "alphas_cumprod_prev": prev,
+        "sqrt_alphas_cumprod": jnp.sqrt(abar),
+        "sqrt_one_minus_alphas_cumprod": jnp.sqrt(1.0 - abar),
+        "sqrt_recip_alphas_cumprod": jnp.sqrt(1.0 / abar),
+        "sqrt_recipm1_alphas_cumprod": jnp.sqrt(1.0 / abar - 1.0),
+        "posterior_variance": variance,
+        "posterior_log_variance_clipped": jnp.log(jnp.maximum(variance, 1e-20)),
+        "posterior_mean_coef1": sch.betas * jnp.sqrt(prev) / (1.0 - abar),
+        "posterior_mean_coef2": (1.0 - prev) * jnp.sqrt(sch.alphas) / (1.0 - abar),
+    }
+
+
 def state_hash_keys(obs: Array) -> Array:
     """One PRNG key per state (B, 2) from the float32 bits of its coordinates, mixed with the
     constants of the authors' evaluation rule and summed (a zero sum becomes 1)."""
@@ -106,39 +187,91 @@ def state_hash_keys(obs: Array) -> Array:
 @dataclasses.dataclass(frozen=True)
 class BoxDiffusionPolicy:
     """An eps-prediction diffusion policy whose samples live in [-1, 1]^D (module docstring).
-    ``clip`` clips x0 in every sampler and log-likelihood step and the final sample."""
+    ``clip`` clips (``clip_at``) x0 in every sampler and log-likelihood step, or the iterate
+    after every sampler step, and the final sample; ``tau_min``, ``tau_max`` and ``log_prob_*``
+    are read by the ``"cosine-tau"`` schedule and the log-likelihood only; the other fields
+    select QSM's (:meth:`vp`) and QVPO's options (module docstring)."""
 
-    net: VelocityNet
+    net: Any  # VelocityNet, or StepDenoiserNet without temperature input
     act_dim: int
     num_steps: int
-    tau_min: float
-    tau_max: float
-    log_prob_samples: int
-    log_prob_steps: int
+    tau_min: float = 1e-3
+    tau_max: float = cosine_tau_max()
+    log_prob_samples: int = 50
+    log_prob_steps: int = 20
     clip: bool = True
+    #: "cosine-tau" (MaxEntDP) | "ddpm-cosine" (QVPO) | "vp-beta" (QSM)
+    schedule_kind: str = "cosine-tau"
+    time_input: str = "log-snr"  # the net's time input: "log-snr" of abar | "step" k
+    clip_at: str = "x0"  # what ``clip`` clips in a sampler step: "x0" | "iterate" (QSM)
+    noise_std: str = "beta"  # sampler noise: "beta" (sqrt beta_k) | "posterior" (DDPM's)
+    temperature_input: bool = True  # whether the net reads lam
+
+    @classmethod
+    def vp(cls, net: Any, act_dim: int, num_steps: int, clip: bool) -> BoxDiffusionPolicy:
+        """QSM's variant (module docstring): VP-beta steps, the integer step as time input, the
+        iterate clipped; it has no continuous time range and no log-likelihood (those are 0)."""
+        return cls(
+            net, act_dim, num_steps, tau_min=0.0, tau_max=0.0, log_prob_samples=0,
+            log_prob_steps=0, clip=clip, schedule_kind="vp-beta", time_input="step",
+            clip_at="iterate",
+        )  # fmt: skip
 
     def init(self, key: Array, obs_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)
         act = jnp.zeros((1, self.act_dim), jnp.float32)
-        return self.net.init(key, 0.5, act, obs, 1.0)
+        lam = (1.0,) if self.temperature_input else ()
+        return self.net.init(key, 0.5, act, obs, *lam)
 
     @property
     def schedule(self) -> Schedule:
+        if self.schedule_kind == "vp-beta":
+            return vp_beta_schedule(self.num_steps)
+        if self.schedule_kind == "ddpm-cosine":
+            return ddpm_cosine_schedule(self.num_steps)
         return cosine_schedule(self.num_steps, self.tau_min, self.tau_max)
 
     @property
     def log_prob_schedule(self) -> Schedule:
         return cosine_schedule(self.log_prob_steps, self.tau_min, self.tau_max)
 
+    def _apply(self, params: Any, t: Array, x: Array, obs: Array, lam: Array) -> Array:
+        if not self.temperature_input:
+            return self.net.apply(params, t, x, obs)
+        return self.net.apply(params, t, x, obs, jnp.broadcast_to(lam, x.shape[:-1]))
+
     def eps(self, params: Any, alpha_hat: Array, x: Array, obs: Array, lam: Array) -> Array:
-        """eps_theta at rows x (..., D) of diffusion level abar (broadcast to the rows)."""
-        rows = x.shape[:-1]
-        t = jnp.broadcast_to(log_snr(alpha_hat), rows)
-        return self.net.apply(params, t, x, obs, jnp.broadcast_to(lam, rows))
+        """eps_theta at rows x (..., D) of diffusion level abar (broadcast to the rows), the
+        network reading its log-SNR."""
+        t = jnp.broadcast_to(log_snr(alpha_hat), x.shape[:-1])
+        return self._apply(params, t, x, obs, lam)
+
+    def eps_at_step(
+        self, params: Any, k: Array, x: Array, obs: Array, lam: Array, sch: Schedule | None = None
+    ) -> Array:
+        """eps_theta at rows x (..., D) of sampler step k (an integer, broadcast to the rows):
+        the network reads k itself (``time_input="step"``) or the log-SNR of abar_k (of
+        ``sch``, default :attr:`schedule`)."""
+        if self.time_input != "step":
+            sch = self.schedule if sch is None else sch
+            return self.eps(params, sch.alpha_hats[k], x, obs, lam)
+        t = jnp.broadcast_to(jnp.asarray(k).astype(jnp.float32), x.shape[:-1])
+        return self._apply(params, t, x, obs, lam)
 
     def _x0(self, x: Array, alpha_hat: Array, eps: Array) -> Array:
         x0 = (x - jnp.sqrt(1.0 - alpha_hat) * eps) / jnp.sqrt(alpha_hat)
-        return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
+        return jnp.clip(x0, -1.0, 1.0) if self.clip and self.clip_at == "x0" else x0
+
+    def _mean(self, x: Array, eps: Array, sch: Schedule, k: Array) -> Array:
+        """The DDPM posterior mean of step k: from the (clipped) x0 when x0 is clipped, else
+        in its eps form (equal in exact arithmetic)."""
+        abar, abar_prev, alpha = sch.alpha_hats[k], sch.alpha_hat_prevs[k], sch.alphas[k]
+        if self.clip_at != "x0":
+            return (1.0 / jnp.sqrt(alpha)) * (x - (1.0 - alpha) / jnp.sqrt(1.0 - abar) * eps)
+        x0 = self._x0(x, abar, eps)
+        return (jnp.sqrt(abar_prev) * sch.betas[k] / (1.0 - abar)) * x0 + (
+            jnp.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar)
+        ) * x
 
     def sample_with_noise(
         self, params: Any, obs: Array, lam: Array, x_init: Array, noise: Array
@@ -146,16 +279,17 @@ class BoxDiffusionPolicy:
         """Actions (B, D) from x_init (B, D) ~ N(0, I) and ``noise`` (N, B, D), row k the
         noise of sampler step N-1-k (the order of the draws)."""
         sch = self.schedule
+        std = (
+            jnp.exp(0.5 * ddpm_coefficients(sch)["posterior_log_variance_clipped"])
+            if self.noise_std == "posterior"
+            else jnp.sqrt(sch.betas)
+        )
 
         def step(x: Array, inputs: tuple[Array, Array]) -> tuple[Array, None]:
             k, z = inputs
-            abar, abar_prev = sch.alpha_hats[k], sch.alpha_hat_prevs[k]
-            alpha, beta = sch.alphas[k], sch.betas[k]
-            x0 = self._x0(x, abar, self.eps(params, abar, x, obs, lam))
-            mean = (jnp.sqrt(abar_prev) * beta / (1.0 - abar)) * x0 + (
-                jnp.sqrt(alpha) * (1.0 - abar_prev) / (1.0 - abar)
-            ) * x
-            return mean + jnp.where(k > 0, jnp.sqrt(beta) * z, 0.0), None
+            mean = self._mean(x, self.eps_at_step(params, k, x, obs, lam, sch), sch, k)
+            x = mean + jnp.where(k > 0, std[k] * z, 0.0)
+            return (jnp.clip(x, -1.0, 1.0) if self.clip and self.clip_at == "iterate" else x), None
 
         ks = jnp.arange(self.num_steps - 1, -1, -1)
         x, _ = jax.lax.scan(step, x_init, (ks, noise))
@@ -178,6 +312,10 @@ class BoxDiffusionPolicy:
         """One action per row of obs (B, obs_dim)."""
         return self.sample_with_noise(params, obs, lam, *self.draws(key, obs.shape[0]))
 
+    def sample_per_key(self, params: Any, keys: Array, obs: Array, lam: Array) -> Array:
+        """One action per state, each drawn from its own key (B, 2) as a batch of one."""
+        return jax.vmap(lambda k, s: self.sample(params, k, s[None], lam)[0])(keys, obs)
+
     def best_of_n_with_noise(
         self, params: Any, obs: Array, lam: Array, q_fn: Callable, x_init: Array, noise: Array
     ) -> Array:
@@ -192,11 +330,38 @@ class BoxDiffusionPolicy:
         return jax.vmap(one)(obs, x_init, noise)
 
     def best_of_n(
-        self, params: Any, keys: Array, obs: Array, lam: Array, q_fn: Callable, n: int
+        self,
+        params: Any,
+        keys: Array,
+        obs: Array,
+        lam: Array,
+        q_fn: Callable,
+        n: int,
+        split_candidates: bool = False,
     ) -> Array:
-        """:meth:`best_of_n_with_noise` with each state's draws from its own key (B, 2)."""
-        x_init, noise = jax.vmap(lambda k: self.draws(k, n))(keys)
+        """:meth:`best_of_n_with_noise` with each state's draws from its own key (B, 2): the
+        n candidates as one batch of draws (MaxEntDP), or with ``split_candidates`` each from
+        its own key of ``split(key, n)`` (QVPO)."""
+        if split_candidates:
+
+            def per_state(key: Array) -> tuple[Array, Array]:
+                x_init, noise = jax.vmap(lambda k: self.draws(k, 1))(jax.random.split(key, n))
+                return x_init[:, 0], jnp.moveaxis(noise[:, :, 0], 0, 1)  # (n, D), (N, n, D)
+
+            x_init, noise = jax.vmap(per_state)(keys)
+        else:
+            x_init, noise = jax.vmap(lambda k: self.draws(k, n))(keys)
         return self.best_of_n_with_noise(params, obs, lam, q_fn, x_init, noise)
+
+    def best_of_rows(
+        self, params: Any, key: Array, obs: Array, lam: Array, q_fn: Callable, n: int
+    ) -> Array:
+        """Per state the highest-``q_fn`` of n samples drawn from ``key`` as ONE batch of
+        repeated states (row i n + j: candidate j of state i): (B, D)."""
+        b = obs.shape[0]
+        cand = self.sample(params, key, jnp.repeat(obs, n, axis=0), lam).reshape(b, n, -1)
+        q = q_fn(obs[:, None, :], cand)
+        return cand[jnp.arange(b), jnp.argmax(q, axis=1)]
 
     def log_prob_with_noise(
         self, params: Any, obs: Array, action: Array, lam: Array, noise: Array

@@ -26,8 +26,10 @@ from revflow.paths import PATHS
 
 __all__ = [
     "FAST_DIFFUSION",
+    "REVFLOW_NETWORK",
     "UNREAD_ESTIMATOR_FIELDS",
     "UNREAD_TEMPERATURE_FIELDS",
+    "AuthorsNetworkFields",
     "CriticFields",
     "DiffusionAgentFields",
     "DiffusionPolicyFields",
@@ -140,6 +142,8 @@ class CriticFields(AgentConfig):
 
     #: Critic gradient clipping scope (a field where an agent exposes it).
     critic_clip: ClassVar[str] = "global"
+    #: Hidden activation of the critics (a field where an agent exposes it).
+    critic_activation: ClassVar[str] = "relu"
 
     def validate(self) -> None:
         super().validate()
@@ -340,3 +344,31 @@ class EstimatorFields(AgentConfig):
         parse_control_variate(self.control_variate)
         require(self.cv_ridge >= 0, "cv_ridge", self.cv_ridge, "must be >= 0")
         require(self.cv_clip > 0, "cv_clip", self.cv_clip, "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthorsNetworkFields(AgentConfig):
+    """The network, loss and optimiser settings of the authors' diffusion baselines as fields
+    (baselines note, "Shared by all four"); list it first among a config's bases so that its
+    defaults win. :data:`REVFLOW_NETWORK` is revflow's earlier choice of each."""
+
+    #: Global gradient-norm clip of both optimisers (0 disables: the authors clip nothing).
+    max_grad_norm: float = 0.0
+    #: Kernel initialisation of the policy net and the critics: orthogonal | lecun.
+    network_init: str = "orthogonal"
+    #: Sinusoidal embedding style of t and lam: sin-cos-1e3 | cos-sin-1e4.
+    embedding: str = "sin-cos-1e3"
+    #: Actor squared error over action dimensions: mean | sum.
+    actor_loss_reduction: str = "mean"
+    #: Critic loss and clipping: per-critic (each critic its own MSE) | global.
+    critic_clip: str = "per-critic"
+
+
+#: revflow's earlier values of :class:`AuthorsNetworkFields` (the ``revflow`` presets).
+REVFLOW_NETWORK: dict[str, Any] = {
+    "max_grad_norm": 10.0,
+    "network_init": "lecun",
+    "embedding": "cos-sin-1e4",
+    "actor_loss_reduction": "sum",
+    "critic_clip": "global",
+}

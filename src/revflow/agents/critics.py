@@ -93,10 +93,16 @@ class CriticEnsemble:
         lr: float,
         max_grad_norm: float,
         clip: str = "global",
+        activation: str = "relu",
     ) -> CriticEnsemble:
         """``clip`` selects both the loss form (per-critic sum or ensemble mean) and the
-        clipping scope of the optimiser."""
-        net = Critic(num_critics=num_critics, hidden=tuple(hidden), kernel_init=kernel_init)
+        clipping scope of the optimiser; ``activation`` the members' hidden activation."""
+        net = Critic(
+            num_critics=num_critics,
+            hidden=tuple(hidden),
+            kernel_init=kernel_init,
+            activation=activation,
+        )
         optimizer = make_optimizer(lr, max_grad_norm, clip)
         return cls(net, optimizer, clip == "per-critic")
 
@@ -112,6 +118,7 @@ class CriticEnsemble:
             c.critic_lr,
             c.max_grad_norm,
             c.critic_clip,
+            c.critic_activation,
         )
 
     def init(self, key: Array, obs_dim: int, act_dim: int) -> Any:

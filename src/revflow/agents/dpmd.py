@@ -35,18 +35,11 @@ import jax.numpy as jnp
 
 from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, require
-from revflow.agents.configs import (
-    FAST_DIFFUSION,
-    UNREAD_ESTIMATOR_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
-    TemperatureFields,
-)
 from revflow.agents.generative import GenerativeAgent
 from revflow.agents.weighted_denoising import (
+    FAST_WEIGHTED,
     WEIGHTED_METRICS,
-    PolicySampleFields,
+    WeightedDenoisingFields,
     best_of_latent,
     weighted_denoising_objective,
 )
@@ -64,9 +57,7 @@ def dpmd_weights(q: Array, alpha: float, eps: float = 1e-6) -> tuple[Array, Arra
 
 
 @dataclasses.dataclass(frozen=True)
-class DPMDConfig(
-    PolicySampleFields, TemperatureFields, DiffusionPolicyFields, CriticFields, OptimiserFields
-):
+class DPMDConfig(WeightedDenoisingFields):
     """DPMD defaults (module docstring); ``lam`` only conditions the shared network."""
 
     #: Evaluation: best of 32 by Q; also the behaviour policy's and the TD next action.
@@ -76,12 +67,7 @@ class DPMDConfig(
     #: Added to the per-state std of Q before normalising.
     q_norm_eps: float = 1e-6
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "reference": {},
-        "fast": {**FAST_DIFFUSION, "num_policy_samples": 16},
-    }
-    #: Fields of configs saved before the config parts, never read by DPMD.
-    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS | {"explore_pick", "train_pick"}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"reference": {}, "fast": FAST_WEIGHTED}
 
     def validate(self) -> None:
         super().validate()

@@ -56,6 +56,7 @@ __all__ = [
     "SwitchablePosteriorConfig",
     "posterior_mean",
     "posterior_objective",
+    "weighted_target_metrics",
 ]
 
 EndpointSource = Literal["policy", "replay"]
@@ -135,6 +136,25 @@ class DiffusionPosteriorConfig(PosteriorFields, TemperatureFields, DiffusionAgen
     endpoint_source: EndpointSource = "policy"
     #: Soft TD target r + discount (min Qbar - lam log pi(a'|s')) (module docstring).
     entropy_backup: bool = False
+
+
+def weighted_target_metrics(
+    lam: Array, weights: Array, variance: Array, policy_q: Array, target: Array
+) -> dict[str, Array]:
+    """:data:`METRICS` of an actor target that is a self-normalised average over K samples
+    with ``weights`` (B, K) and no control variate (qne's box policy, dqs's action space)."""
+    ess = 1.0 / jnp.sum(weights**2, axis=1)
+    zero = jnp.zeros((), jnp.float32)
+    return {
+        "lam": lam,
+        "ess_mean": jnp.mean(ess),
+        "ess_min": jnp.min(ess),
+        "cv_coefficient_mean": zero,
+        "cv_coefficient_abs_max": zero,
+        "posterior_variance_mean": variance,
+        "policy_q_mean": jnp.mean(policy_q),
+        "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),
+    }
 
 
 def posterior_mean(

@@ -37,7 +37,7 @@ evaluation best of 32 by the online critics with the engine's keys.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +45,14 @@ import jax.numpy as jnp
 from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.box_diffusion import (
+    POLICY_SPACES,
     BoxDiffusionPolicy,
+    PolicySpace,
     cosine_alpha_hat,
     cosine_tau_max,
     state_hash_keys,
 )
-from revflow.agents.configs import FAST_DIFFUSION, Pick
+from revflow.agents.configs import FAST_DIFFUSION, REVFLOW_NETWORK, AuthorsNetworkFields, Pick
 from revflow.agents.critics import td_target
 from revflow.agents.generative import GenerativeAgent
 from revflow.agents.posterior import (
@@ -58,6 +60,7 @@ from revflow.agents.posterior import (
     DiffusionPosteriorConfig,
     EndpointSource,
     posterior_objective,
+    weighted_target_metrics,
 )
 
 __all__ = [
@@ -69,13 +72,11 @@ __all__ = [
     "noisy_replay",
 ]
 
-PolicySpace = Literal["box", "latent"]
-POLICY_SPACES: tuple[str, ...] = ("box", "latent")
 SCALE_FLOOR = 1e-5  # of sqrt(1 - abar) and sigma = sqrt(1 - abar)/sqrt(abar), as theirs
 
 
 @dataclasses.dataclass(frozen=True)
-class QNEConfig(DiffusionPosteriorConfig):
+class QNEConfig(AuthorsNetworkFields, DiffusionPosteriorConfig):
     """QNE / MaxEntDP defaults (module docstring): the authors' unless ``policy_space`` is
     "latent". The latent variant reads the policy switches, ``t_min``/``t_max`` (flow time),
     the picks and the estimator's fields; the box variant reads ``tau_min``/``tau_max``
@@ -91,7 +92,6 @@ class QNEConfig(DiffusionPosteriorConfig):
     train_pick: Pick = "sample"
     endpoint_source: EndpointSource = "replay"
     entropy_backup: bool = True
-    max_grad_norm: float = 0.0
     #: "box": the authors' policy in the action box; "latent": revflow's tanh-latent variant.
     policy_space: PolicySpace = "box"
     #: Data end of the box policy's diffusion time (and of its training times).
@@ -104,28 +104,13 @@ class QNEConfig(DiffusionPosteriorConfig):
     log_prob_steps: int = 20
     #: Clip x0 to [-1, 1] in the box policy's sampler and log-likelihood.
     clip_sampler: bool = True
-    #: Kernel initialisation of the policy net and the critics: orthogonal | lecun.
-    network_init: str = "orthogonal"
-    #: Sinusoidal embedding style of t and lam: sin-cos-1e3 | cos-sin-1e4.
-    embedding: str = "sin-cos-1e3"
-    #: Actor squared error over action dimensions: mean | sum.
-    actor_loss_reduction: str = "mean"
-    #: Critic loss and clipping: per-critic (each critic its own MSE) | global.
-    critic_clip: str = "per-critic"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
         # Measured (README, "Throughput"): fewer candidates and steps, narrower net.
         "fast": {**FAST_DIFFUSION, "num_reverse_samples": 32},
         # revflow's variant before the authors' defaults (module docstring).
-        "revflow": {
-            "policy_space": "latent",
-            "max_grad_norm": 10.0,
-            "network_init": "lecun",
-            "embedding": "cos-sin-1e4",
-            "actor_loss_reduction": "sum",
-            "critic_clip": "global",
-        },
+        "revflow": {"policy_space": "latent", **REVFLOW_NETWORK},
     }
     # Runs saved before ``policy_space`` existed had revflow's variant.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = PRESETS["revflow"]
@@ -213,19 +198,9 @@ def maxentdp_objective(agent: Any) -> Objective:
         z = candidate_noise(k_cand, a_tau, alpha1, alpha2, c.num_reverse_samples)
         q_target = agent.q_fn(state.target_critic_params)
         target, _, w = eps_target(q_target, batch.obs, a_tau, alpha1, alpha2, z, lam)
-        ess = 1.0 / jnp.sum(w**2, axis=1)
         spread = jnp.sum(w[..., None] ** 2 * (z + target[:, None, :]) ** 2, axis=1)
-        zero = jnp.zeros((), jnp.float32)
-        metrics = {
-            "lam": lam,
-            "ess_mean": jnp.mean(ess),
-            "ess_min": jnp.min(ess),
-            "cv_coefficient_mean": zero,
-            "cv_coefficient_abs_max": zero,
-            "posterior_variance_mean": jnp.mean(spread),
-            "policy_q_mean": jnp.mean(critic.q_min(state.critic_params, batch.obs, batch.action)),
-            "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),
-        }
+        policy_q = critic.q_min(state.critic_params, batch.obs, batch.action)
+        metrics = weighted_target_metrics(lam, w, jnp.mean(spread), policy_q, target)
         return (batch.obs, cosine_alpha_hat(tau), a_tau, target, lam), metrics
 
     def actor_loss(params: Any, inputs: Any) -> tuple[Array, dict]:

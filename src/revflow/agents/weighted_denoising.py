@@ -17,20 +17,32 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from revflow.agents.actor_critic import Objective
 from revflow.agents.base import AgentConfig, Array, Batch, require
+from revflow.agents.configs import (
+    FAST_DIFFUSION,
+    UNREAD_ESTIMATOR_FIELDS,
+    CriticFields,
+    DiffusionPolicyFields,
+    OptimiserFields,
+    TemperatureFields,
+)
 from revflow.agents.critics import td_target
+from revflow.agents.policies import replay_latent
 from revflow.losses import generative_loss
 
 __all__ = [
+    "FAST_WEIGHTED",
     "WEIGHTED_METRICS",
     "PolicySampleFields",
+    "WeightedDenoisingFields",
     "best_of_latent",
+    "uniform_action_loss",
     "weighted_denoising_objective",
 ]
 
@@ -66,6 +78,21 @@ class PolicySampleFields(AgentConfig):
         require(n >= 1, "num_policy_samples", n, "must be >= 1")
 
 
+#: The ``fast`` preset of the weighted-denoising agents: FAST_DIFFUSION, 16 policy samples.
+FAST_WEIGHTED: dict[str, Any] = {**FAST_DIFFUSION, "num_policy_samples": 16}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedDenoisingFields(
+    PolicySampleFields, TemperatureFields, DiffusionPolicyFields, CriticFields, OptimiserFields
+):
+    """The config parts of a weighted-denoising agent (``lam`` only conditions the latent
+    network: these agents have no Boltzmann temperature)."""
+
+    #: Fields of configs saved before the config parts, never read by these agents.
+    DROPPED: ClassVar[frozenset[str]] = UNREAD_ESTIMATOR_FIELDS | {"explore_pick", "train_pick"}
+
+
 def best_of_latent(agent: Any, state: Any, key: Array, obs: Array, n: int) -> Array:
     """The behaviour policy's latent action: the best of ``n`` policy samples by Q."""
     q_fn = agent.q_fn(state.critic_params)
@@ -89,6 +116,22 @@ def denoising_loss(
     path = agent.policy.path
     u_t = path.alpha(t)[:, None] * u1 + path.beta(t)[:, None] * eps
     return generative_loss(predict, path, t, u_t, u1, agent.policy.parameterisation, weights)
+
+
+def uniform_action_loss(
+    agent: Any, samples: int, weight: float, predictor: Any, key: Array, obs: Array
+) -> tuple[Array, dict]:
+    """An entropy term (QVPO's latent variant): ``weight`` times the unweighted denoising
+    loss of ``samples`` uniform random actions per state (atanh of actions clipped to
+    +-0.999), and that loss as ``entropy_loss``."""
+    k_u, k_noise = jax.random.split(key)
+    rows = obs.shape[0] * samples
+    a = jax.random.uniform(k_u, (rows, agent.act_dim), minval=-1.0, maxval=1.0)
+    t, eps = noise_draw(agent, k_noise, rows)
+    ent = denoising_loss(
+        agent, predictor(jnp.repeat(obs, samples, axis=0)), t, eps, replay_latent(a)
+    )
+    return weight * ent, {"entropy_loss": ent}
 
 
 def weighted_denoising_objective(
