@@ -85,3 +85,26 @@ def test_critic_td_step_per_critic_gradient_is_each_critics_own():
     for a, b in zip(jax.tree.leaves(step_joint), jax.tree.leaves(step_own), strict=True):
         np.testing.assert_allclose(2.0 * a, b, rtol=1e-5, atol=1e-7)
     assert float(joint[2]["critic_loss"]) == pytest.approx(float(own[2]["critic_loss"]))
+
+
+def test_noise_temperature_step_is_one_adam_step_on_the_entropy_gap():
+    """loss = log_alpha * (H - target): its gradient is the gap, so Adam's first step moves
+    log_alpha by -lr * sign(gap); the noise std is explore_noise * alpha."""
+    import math
+
+    from revflow.agents.actor_critic import TemperatureState
+    from revflow.agents.noise_temperature import NoiseTemperature, NoiseTemperatureFields
+
+    config = NoiseTemperatureFields(explore_noise=0.2, init_alpha=2.0, alpha_lr=0.01)
+    rule = NoiseTemperature.make(config, target_entropy=-1.0)
+    zeros = jnp.zeros(())
+    state = TemperatureState(zeros, zeros, zeros, zeros, zeros, zeros, **rule.init())
+    np.testing.assert_allclose(float(rule.std(state)), 0.4, rtol=1e-6)
+    for entropy, sign in ((-3.0, 1.0), (0.5, -1.0)):  # below the target: alpha grows
+        fields, metrics = rule.step(state, jnp.asarray(entropy))
+        moved = float(fields["log_alpha"]) - math.log(2.0)
+        np.testing.assert_allclose(moved, sign * 0.01, rtol=1e-4)
+        np.testing.assert_allclose(float(metrics["alpha"]), 2.0, rtol=1e-6)
+        np.testing.assert_allclose(float(metrics["alpha_loss"]), math.log(2.0) * (entropy + 1))
+    with pytest.raises(ValueError, match=r"explore_noise=0\.0"):
+        NoiseTemperatureFields(explore_noise=0.0)

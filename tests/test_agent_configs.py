@@ -4,12 +4,14 @@ fields) still load, and an unknown saved field is refused by name."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
+from revflow.agents.base import AgentConfig
 from revflow.agents.configs import FAST_DIFFUSION
-from revflow.agents.registry import available, get_agent_class, make_config
+from revflow.agents.registry import available, get_agent_class, make_agent, make_config
 
 
 @pytest.mark.parametrize(
@@ -85,3 +87,31 @@ def test_dqs_configs_saved_before_the_authors_defaults_keep_their_behaviour() ->
         "mean",
         "noise-free",
     )
+
+
+@pytest.mark.parametrize("algo", ["rfm", "sac", "dacer"])
+def test_a_config_is_validated_once_per_construction(algo: str, monkeypatch) -> None:
+    """Every way of making a config validates it exactly once (``__post_init__``); building
+    an agent from one does not validate it again; a bad value fails at construction."""
+    calls = []
+    monkeypatch.setattr(AgentConfig, "validate", lambda self: calls.append(type(self)))
+    config_cls = get_agent_class(algo).Config
+    config = config_cls()
+    routes = {
+        "cls()": lambda: config_cls(),
+        "from_preset": lambda: config_cls.from_preset("fast"),
+        "from_dict": lambda: config_cls.from_dict(config.to_dict()),
+        "replace": lambda: dataclasses.replace(config, gamma=0.9),
+    }
+    for route, make in routes.items():
+        calls.clear()
+        assert isinstance(make(), config_cls)
+        assert calls == [config_cls], route
+    calls.clear()
+    make_agent(algo, config, 3, 2)
+    assert calls == []
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=re.escape("gamma=2.0")):
+        dataclasses.replace(config, gamma=2.0)
+    with pytest.raises(ValueError, match=re.escape("gamma=2.0")):
+        config_cls.from_dict({**config.to_dict(), "gamma": 2.0})

@@ -60,7 +60,7 @@ def test_registered_with_published_defaults():
     fast = make_config("dacer", "fast")
     assert fast.num_flow_steps < c.num_flow_steps and fast.entropy_every < c.entropy_every
     agent = make_agent("dacer", c, OBS, 3)
-    assert agent.target_entropy == pytest.approx(-2.7)
+    assert agent.noise_temperature.target_entropy == pytest.approx(-2.7)
 
 
 @pytest.mark.parametrize(
@@ -153,9 +153,11 @@ def test_alpha_moves_towards_the_entropy_target(sign):
     step that is not a refit step the stored estimate is used, so it can be set here."""
     agent, update = _tiny()
     state = agent.init(jax.random.key(0))
-    state = state.replace(step=jnp.asarray(1, jnp.int32), entropy=agent.target_entropy + sign)
+    state = state.replace(
+        step=jnp.asarray(1, jnp.int32), entropy=agent.noise_temperature.target_entropy + sign
+    )
     new, metrics = update(state, _batch(), jax.random.key(1))
-    assert float(metrics["entropy"]) == pytest.approx(agent.target_entropy + sign)
+    assert float(metrics["entropy"]) == pytest.approx(agent.noise_temperature.target_entropy + sign)
     moved = float(new.log_alpha) - float(state.log_alpha)
     assert moved != 0.0 and np.sign(moved) == -sign
     assert float(metrics["alpha_loss"]) == pytest.approx(float(state.log_alpha) * sign)

@@ -46,7 +46,8 @@ def _policy(**options):
 
 def test_policy_options_and_integer_step_time_input() -> None:
     agent, policy = _policy()
-    assert (policy.schedule_kind, policy.time_input, policy.clip_at) == ("vp-beta", "step", "iterate")
+    options = (policy.schedule_kind, policy.time_input, policy.clip_at)
+    assert options == ("vp-beta", "step", "iterate")
     params = jax.jit(agent.init)(jax.random.key(0)).actor_params
     x = jax.random.normal(jax.random.key(1), (B, ACT))
     obs = jax.random.normal(jax.random.key(2), (B, OBS))

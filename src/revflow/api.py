@@ -307,9 +307,8 @@ def train(
     named = {"algo": algo, "env": env_name, "seed": seed, "run_dir": str(run_dir)}
     if steps is not None:
         named["steps"] = steps
-    cfg = TrainConfig(**named, **loop)
+    cfg = TrainConfig(**named, **loop)  # both configs validated on construction
     agent_cfg = config_cls.from_preset(preset, **agent_opts)
-    cfg.validate()
     make_env(cfg.env, seed=cfg.seed).close()  # a bad env fails here, before any compute
     return load(engine.train(cfg, agent_cfg))
 

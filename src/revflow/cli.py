@@ -323,11 +323,7 @@ def _train_command(argv: Sequence[str]) -> int:
         "config from there on, e.g. a lower --agent.critic-lr after a non-finite loss).",
         extra=[("resume", str | None, dataclasses.field(default=None))],
     )
-    cfg: TrainConfig = parsed.train
-    try:
-        parsed.agent.validate()
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    cfg: TrainConfig = parsed.train  # both configs validated on construction (by tyro)
     _check_env(cfg.env)
 
     from revflow import engine
@@ -633,7 +629,6 @@ def _train_compiled_command(argv: Sequence[str]) -> int:
     )
     cfg = parsed.train
     try:
-        parsed.agent.validate()
         from revflow import jax_envs
 
         jax_envs.check_name(cfg.env.removeprefix("mjx:"))

@@ -313,7 +313,6 @@ class CompiledTrainer:
     def __init__(self, cfg: CompiledConfig, agent_cfg: AgentConfig, env: VecEnv | None = None):
         from revflow.jax_envs import make
 
-        agent_cfg.validate()
         cls = get_agent_class(cfg.algo)
         if not isinstance(agent_cfg, cls.Config):
             raise TypeError(f"algo {cfg.algo!r} needs a {cls.Config.__name__}, got {agent_cfg}")

@@ -759,7 +759,6 @@ def train(cfg: TrainConfig, agent_cfg: AgentConfig, run_dir: str | Path | None =
     stopped before its first checkpoint (use :func:`resume`), and one it cannot write
     (:class:`~revflow.checkpoint.CheckpointError`, before any compute).
     """
-    agent_cfg.validate()
     cls = get_agent_class(cfg.algo)
     if not isinstance(agent_cfg, cls.Config):
         raise TypeError(f"algo {cfg.algo!r} needs a {cls.Config.__name__}, got {agent_cfg}")
@@ -795,7 +794,6 @@ def apply_changes(
             train_over[name] = value
     cfg = apply_overrides(TrainConfig, cfg, train_over, "train")  # validated on construction
     agent_cfg = apply_overrides(type(agent_cfg), agent_cfg, agent_over, "agent")
-    agent_cfg.validate()
     return cfg, agent_cfg
 
 

@@ -5,8 +5,8 @@ pure, jittable and vectorised over arbitrary leading dims of ``x``. The model ca
 ``t`` as a *scalar* array, so a network can compute its time-embedding product once per step
 (method note §7).
 
-- :func:`flow_ode_sample` / :func:`flow_ode_trajectory`: integrate ``dx/dt = v(t, x)`` with
-  Euler or Heun steps. Reference actor: 10 Euler steps from t = 0.01 to 0.99 (method note §6).
+- :func:`flow_ode_sample`: integrate ``dx/dt = v(t, x)`` with Euler or Heun steps. Reference
+  actor: 10 Euler steps from t = 0.01 to 0.99 (method note §6).
 - :func:`ddpm_sample`: ancestral sampling with the Gaussian posterior
   ``q(x_{t'} | x_t, x1_hat)`` of the path's own transitions (any path of method note §2).
 - :func:`ddim_sample`: DDIM; ``eta = 0`` is a discretisation of the probability-flow ODE.
@@ -53,7 +53,6 @@ __all__ = [
     "ddim_step",
     "ddpm_sample",
     "flow_ode_sample",
-    "flow_ode_trajectory",
     "flow_step",
     "select_argmax",
     "select_boltzmann",
@@ -101,32 +100,6 @@ def flow_step(method: str, velocity_fn: ModelFn) -> Callable[[Array, Array, Arra
         return x + 0.5 * dt * (v + v_next)
 
     return euler if method == "euler" else heun
-
-
-def flow_ode_trajectory(
-    velocity_fn: ModelFn,
-    x0: ArrayLike,
-    num_steps: int,
-    t_start: ArrayLike = 0.0,
-    t_end: ArrayLike = 1.0,
-    method: str = "euler",
-) -> Array:
-    """All states of the ODE solve of :func:`flow_ode_sample`: shape ``(num_steps + 1, *x0.shape)``.
-
-    Entry ``k`` is the state at ``t_k = t_start + k (t_end - t_start) / num_steps``; entry 0
-    is ``x0`` and entry ``num_steps`` the returned sample.
-    """
-    _check_steps(num_steps)
-    step = flow_step(method, velocity_fn)
-    x0 = _float(x0)
-    ts = _time_grid(t_start, t_end, num_steps, x0.dtype)
-
-    def body(x, tt):
-        x_next = step(x, tt[0], tt[1])
-        return x_next, x_next
-
-    _, xs = jax.lax.scan(body, x0, jnp.stack([ts[:-1], ts[1:]], axis=-1))
-    return jnp.concatenate([x0[None], xs], axis=0)
 
 
 def flow_ode_sample(

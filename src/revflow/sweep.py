@@ -212,11 +212,15 @@ def _definition_from_args(args: SweepArgs) -> dict[str, Any]:
     }
 
 
-def _apply(cls: type, base: Any, overrides: dict[str, Any], what: str) -> Any:
+def _apply(cls: type, base: Any, overrides: dict[str, Any], what: str, label: str) -> Any:
+    """``base`` with ``overrides`` (validated on construction); a :class:`SweepError` for an
+    unknown field or a bad value, one the config refuses naming ``label``."""
     try:
         return apply_overrides(cls, base, overrides, what)
     except OverrideError as err:
         raise SweepError(str(err)) from err
+    except ValueError as err:
+        raise SweepError(f"{label}: {err}") from err
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -298,11 +302,7 @@ def build_runs(definition: dict[str, Any], check_envs: bool = True) -> list[RunS
             for reserved in ("algo", "env", "seed", "label", "run_dir"):
                 if reserved in train_over:
                     raise SweepError(f"{reserved!r} is set by the sweep itself, not by set/grid")
-            agent_cfg = _apply(cls.Config, base_agent, agent_over, f"agent ({algo})")
-            try:
-                agent_cfg.validate()
-            except ValueError as err:
-                raise SweepError(f"{label}: {err}") from err
+            agent_cfg = _apply(cls.Config, base_agent, agent_over, f"agent ({algo})", label)
             arms.append((algo, label, algo_preset, agent_cfg, train_over))
     # Ordered env -> seed -> arm, so a partly run sweep holds whole comparisons.
     runs = []

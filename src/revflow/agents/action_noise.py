@@ -16,17 +16,15 @@ import jax
 import jax.numpy as jnp
 
 from revflow.agents.base import AgentConfig, Array, Batch, require
+from revflow.agents.critics import METRICS as CRITIC_METRICS
 from revflow.agents.critics import td_target
 
 __all__ = ["ACTOR_LOSS_METRICS", "ActionNoiseFields", "add_action_noise", "noisy_td_target"]
 
 #: Metrics of an agent with a critic TD step and one actor loss on replayed actions.
 ACTOR_LOSS_METRICS: dict[str, str] = {
-    "critic_loss": "mean squared TD error, averaged over the critic ensemble",
-    "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
-    "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+    **CRITIC_METRICS,
     "target_q_mean": "mean TD target r + discount min_k Qbar_k(s', clip(a' + noise))",
-    "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
     "actor_loss": "the method's actor loss, batch mean",
     "actor_grad_norm": "global L2 norm of the policy-net gradient (before clipping)",
     "policy_q_mean": "mean min_k Q(s, a) (fresh critics) at the replayed actions",

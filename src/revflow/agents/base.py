@@ -39,7 +39,11 @@ class Batch(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Base class of every agent config. Subclasses are frozen dataclasses of typed fields
-    with the published defaults, and override :meth:`validate` (call ``super().validate()``)."""
+    with the published defaults, and override :meth:`validate` (call ``super().validate()``).
+
+    A config is validated once, on construction (``__post_init__``): by ``cls(...)``,
+    :meth:`from_preset`, :meth:`from_dict`, ``dataclasses.replace`` and tyro alike, so every
+    instance in existence is valid and nothing downstream validates it again."""
 
     #: Presets: name -> dict of field overrides. "reference" is the published default.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"reference": {}}
@@ -55,8 +59,12 @@ class AgentConfig:
     #: Minibatch size of one update (the loops' ``--batch-size`` overrides it when given).
     batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the offending field and value."""
+        """Raise ``ValueError`` naming the offending field and value (called on
+        construction)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The flat dict saved as a run's ``config.json`` "agent" section."""
@@ -72,9 +80,7 @@ class AgentConfig:
         unknown = sorted(set(saved) - fields)
         if unknown:
             raise ValueError(f"saved {cls.__name__} has unknown fields {unknown}")
-        config = cls(**{k: _tuplify(v) for k, v in saved.items()})
-        config.validate()
-        return config
+        return cls(**{k: _tuplify(v) for k, v in saved.items()})
 
     @classmethod
     def from_preset(cls, preset: str = "reference", **overrides: Any):
@@ -90,9 +96,7 @@ class AgentConfig:
                 f"unknown config field(s) {unknown} for {cls.__name__}; "
                 f"available: {', '.join(sorted(fields))}"
             )
-        config = cls(**{**cls.PRESETS[preset], **overrides})
-        config.validate()
-        return config
+        return cls(**{**cls.PRESETS[preset], **overrides})
 
 
 def _tuplify(value: Any) -> Any:
@@ -127,7 +131,6 @@ class Agent(abc.ABC):
             raise TypeError(
                 f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config)}"
             )
-        config.validate()
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"obs_dim and act_dim must be >= 1, got {obs_dim}, {act_dim}")
         self.config = config

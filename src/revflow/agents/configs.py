@@ -31,6 +31,7 @@ __all__ = [
     "UNREAD_TEMPERATURE_FIELDS",
     "AuthorsNetworkFields",
     "CriticFields",
+    "DiffusionAgentFields",
     "DiffusionPolicyFields",
     "EstimatorFields",
     "LatentPolicyFields",
@@ -39,6 +40,7 @@ __all__ = [
     "PolicySwitchFields",
     "TemperatureFields",
     "parse_control_variate",
+    "require_positive",
 ]
 
 POLICIES: dict[str, tuple[str, ...]] = {"flow": ("euler", "heun"), "diffusion": ("ddpm", "ddim")}
@@ -69,7 +71,8 @@ FAST_DIFFUSION: dict[str, Any] = {
 }
 
 
-def _positive(config: Any, *names: str) -> None:
+def require_positive(config: Any, *names: str) -> None:
+    """``require`` that each field ``names`` of ``config`` is a finite number > 0."""
     for name in names:
         value = getattr(config, name)
         require(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
@@ -124,7 +127,7 @@ class OptimiserFields(AgentConfig):
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         require(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "must be in [0, 1]")
         require(0.0 < self.tau <= 1.0, "tau", self.tau, "must be in (0, 1]")
-        _positive(self, "critic_lr", "actor_lr")
+        require_positive(self, "critic_lr", "actor_lr")
         require(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
 
 
@@ -217,7 +220,7 @@ class LatentPolicyFields(AgentConfig):
         require(self.time_scale > 0, "time_scale", self.time_scale, "must be > 0")
         _choice(self, "explore_pick", PICKS)
         _choice(self, "train_pick", PICKS)
-        _positive(self, "reward_scale")
+        require_positive(self, "reward_scale")
         _choice(self, "network_init", KERNEL_INITS)
         _choice(self, "embedding", tuple(EMBEDDINGS))
         if self.actor_lr_end is not None:
@@ -281,6 +284,12 @@ class DiffusionPolicyFields(PolicySwitchFields):
 
 
 @dataclasses.dataclass(frozen=True)
+class DiffusionAgentFields(PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
+    """The parts every diffusion baseline reads: its particle picks, the diffusion policy, the
+    critics and the optimisers (an algorithm's config adds its own parts before it)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TemperatureFields(AgentConfig):
     """A fixed (optionally annealed) temperature lam of the Boltzmann target exp(Q/lam);
     the generative policies are conditioned on it."""
@@ -295,7 +304,7 @@ class TemperatureFields(AgentConfig):
 
     def validate(self) -> None:
         super().validate()
-        _positive(self, "lam")
+        require_positive(self, "lam")
         if self.lam_end is not None:
             require(
                 math.isfinite(self.lam_end) and self.lam_end > 0,

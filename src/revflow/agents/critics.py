@@ -17,7 +17,17 @@ from revflow.agents.base import Array, Batch, Metrics
 from revflow.agents.common import gradient_step, make_optimizer
 from revflow.networks import ACTIVATIONS, Critic
 
-__all__ = ["CriticEnsemble", "critic_td_step", "shared_state_q_values", "td_target"]
+__all__ = ["METRICS", "CriticEnsemble", "critic_td_step", "shared_state_q_values", "td_target"]
+
+#: Metrics of :func:`critic_td_step` (an agent documents its own TD target's
+#: ``target_q_mean``).
+METRICS: dict[str, str] = {
+    "critic_loss": "mean squared TD error, averaged over the critic ensemble",
+    "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
+    "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+    "target_q_mean": "mean TD target",
+    "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
+}
 
 
 def td_target(batch: Batch, next_value: Array, reward_scale: float = 1.0) -> Array:
@@ -163,6 +173,22 @@ class CriticEnsemble:
         )
         optimizer = make_optimizer(lr, max_grad_norm, clip)
         return cls(net, optimizer, clip == "per-critic", shared_state_product)
+
+    @classmethod
+    def from_config(cls, config: Any, shared_state_product: bool = False) -> CriticEnsemble:
+        """The ensemble an agent config describes (its ``CriticFields`` and
+        ``OptimiserFields``, and ``network_init``); ``shared_state_product`` as in :meth:`make`."""
+        c = config
+        return cls.make(
+            c.num_critics,
+            c.critic_hidden,
+            c.network_init,
+            c.critic_lr,
+            c.max_grad_norm,
+            c.critic_clip,
+            c.critic_activation,
+            shared_state_product=shared_state_product,
+        )
 
     def init(self, key: Array, obs_dim: int, act_dim: int) -> Any:
         obs = jnp.zeros((1, obs_dim), jnp.float32)

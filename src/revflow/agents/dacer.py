@@ -60,23 +60,22 @@ from typing import Any, ClassVar
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
-from revflow.agents.actor_critic import Objective, TemperatureState, temperature_init
+from revflow.agents.actor_critic import Objective, TemperatureState
 from revflow.agents.base import Array, Batch, require
-from revflow.agents.common import GradientStep, gradient_step
+from revflow.agents.common import GradientStep
 from revflow.agents.configs import (
     FAST_DIFFUSION,
     UNREAD_ESTIMATOR_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
+    DiffusionAgentFields,
     Pick,
-    PickFields,
     TemperatureFields,
 )
+from revflow.agents.critics import METRICS as CRITIC_METRICS
 from revflow.agents.critics import td_target
 from revflow.agents.generative import GenerativeAgent
+from revflow.agents.noise_temperature import METRICS as TEMPERATURE_METRICS
+from revflow.agents.noise_temperature import NoiseTemperature, NoiseTemperatureFields
 
 __all__ = [
     "DACER",
@@ -102,21 +101,14 @@ def gaussian_fit_entropy(samples: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DACERConfig(
-    TemperatureFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields
-):
-    """DACER defaults (module docstring); the rest is RFM's critic and network."""
+class DACERConfig(NoiseTemperatureFields, TemperatureFields, DiffusionAgentFields):
+    """DACER defaults (module docstring; exploration noise 0.15 alpha on Humanoid, 0.1 alpha
+    elsewhere); the rest is RFM's critic and network."""
 
     explore_pick: Pick = "sample"
     train_pick: Pick = "sample"
-    #: Exploration noise std = explore_noise * alpha (0.15 on Humanoid, 0.1 elsewhere).
-    explore_noise: float = 0.1
     #: Entropy target = target_entropy_scale * dim(A).
     target_entropy_scale: float = -0.9
-    #: Initial alpha and Adam lr of log_alpha.
-    init_alpha: float = 1.0
-    #: Adam learning rate of log_alpha.
-    alpha_lr: float = 3e-4
     #: Entropy estimate: refit every this many updates, from this many samples per state,
     #: on this many states of the batch.
     entropy_every: int = 10_000
@@ -138,9 +130,6 @@ class DACERConfig(
 
     def validate(self) -> None:
         super().validate()
-        for name in ("explore_noise", "init_alpha", "alpha_lr"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
         require(
             math.isfinite(self.target_entropy_scale),
             "target_entropy_scale",
@@ -209,16 +198,9 @@ def dacer_objective(agent: DACER) -> Objective:
             lambda: estimate_entropy(agent, state, key, batch.obs),
             lambda: state.entropy,
         )
-        gap = jax.lax.stop_gradient(entropy - agent.target_entropy)
-        step = gradient_step(lambda la: la * gap, agent.alpha_opt, state.log_alpha, state.alpha_opt)
-        fields = {"log_alpha": step.params, "alpha_opt": step.opt_state, "entropy": entropy}
-        metrics = {
-            "policy_q_mean": jnp.mean(actor.aux),
-            "alpha": jnp.exp(state.log_alpha),
-            "alpha_loss": step.loss,
-            "entropy": entropy,
-        }
-        return fields, metrics
+        fields, metrics = agent.noise_temperature.step(state, entropy)
+        metrics = {"policy_q_mean": jnp.mean(actor.aux), **metrics, "entropy": entropy}
+        return {**fields, "entropy": entropy}, metrics
 
     return Objective(split, critic_target, actor_inputs, actor_loss, temperature_step)
 
@@ -231,34 +213,27 @@ class DACER(GenerativeAgent):
     State = DACERState
     make_objective = dacer_objective
     METRICS: ClassVar[dict[str, str]] = {
-        "critic_loss": "mean squared TD error, averaged over the critic ensemble",
-        "q_mean": "mean online Q(s, a) over batch and ensemble, at the replayed actions",
-        "q_std": "standard deviation of online Q(s, a) over batch and ensemble",
+        **CRITIC_METRICS,
         "target_q_mean": "mean TD target r + discount * min_k Qbar_k(s', a'), a' one sample",
-        "critic_grad_norm": "global L2 norm of the critic gradient (before clipping)",
         "actor_loss": "-min_k Q_k(s, tanh u_theta(s, xi)), batch mean (through the sampler)",
         "actor_grad_norm": "global L2 norm of the policy-net gradient (before clipping)",
         "policy_q_mean": "mean min_k Q(s, a) of the reparameterised policy actions",
-        "alpha": "DACER alpha (exploration noise std = explore_noise * alpha)",
-        "alpha_loss": "log_alpha * (H_hat - target_entropy)",
+        **TEMPERATURE_METRICS,
         "entropy": "entropy estimate H_hat of the noisy policy (Gaussian fit, refit periodically)",
     }
 
     config: DACERConfig
 
     def __init__(self, config: DACERConfig, obs_dim: int, act_dim: int):
-        self.alpha_opt = optax.adam(config.alpha_lr)
-        self.target_entropy = float(config.target_entropy_scale * act_dim)
+        target_entropy = config.target_entropy_scale * act_dim
+        self.noise_temperature = NoiseTemperature.make(config, target_entropy)
         super().__init__(config, obs_dim, act_dim)
 
     def extra_state(self) -> dict[str, Any]:
-        return {
-            **temperature_init(self.config.init_alpha, self.alpha_opt),
-            "entropy": jnp.zeros((), jnp.float32),
-        }
+        return {**self.noise_temperature.init(), "entropy": jnp.zeros((), jnp.float32)}
 
     def sampler_clip(self) -> str | None:
         return "endpoint" if self.config.clip_denoised else None
 
     def explore_std(self, state: DACERState) -> Array:
-        return self.config.explore_noise * jnp.exp(state.log_alpha)
+        return self.noise_temperature.std(state)

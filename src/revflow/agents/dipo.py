@@ -42,11 +42,8 @@ from revflow.agents.base import Array, Batch, require
 from revflow.agents.configs import (
     FAST_DIFFUSION,
     UNREAD_ESTIMATOR_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
+    DiffusionAgentFields,
     Pick,
-    PickFields,
     TemperatureFields,
 )
 from revflow.agents.generative import GenerativeAgent
@@ -59,14 +56,7 @@ ACTION_OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
-class DIPOConfig(
-    ActionNoiseFields,
-    TemperatureFields,
-    PickFields,
-    DiffusionPolicyFields,
-    CriticFields,
-    OptimiserFields,
-):
+class DIPOConfig(ActionNoiseFields, TemperatureFields, DiffusionAgentFields):
     """DIPO defaults (module docstring); the rest is RFM's critic and network."""
 
     explore_pick: Pick = "sample"

@@ -43,35 +43,27 @@ class GenerativeAgent(ActorCriticAgent):
         super().__init__(config, obs_dim, act_dim)
         c = config
         self.policy = self.make_policy()
-        self.critic = CriticEnsemble.make(
-            c.num_critics,
-            c.critic_hidden,
-            c.network_init,
-            c.critic_lr,
-            c.max_grad_norm,
-            c.critic_clip,
-            c.critic_activation,
-            shared_state_product=type(self).SHARED_STATE_PRODUCT,
-        )
+        self.critic = CriticEnsemble.from_config(c, type(self).SHARED_STATE_PRODUCT)
         actor_lr: Any = c.actor_lr
         if c.actor_lr_end is not None:
             actor_lr = optax.linear_schedule(c.actor_lr, c.actor_lr_end, c.lr_decay_updates)
         self.actor_opt = make_optimizer(actor_lr, c.max_grad_norm)
         self.objective = type(self).make_objective(self)
 
+    def make_net(self) -> VelocityNet:
+        """The policy network of the config (``LatentPolicyFields``' sizes)."""
+        c = self.config
+        return VelocityNet(
+            out_dim=self.act_dim, hidden=c.actor_hidden, num_blocks=c.actor_blocks,
+            time_embed_dim=c.embed_dim, temp_embed_dim=c.embed_dim,
+            kernel_init=c.network_init, embedding=c.embedding,
+        )  # fmt: skip
+
     def make_policy(self) -> Any:
-        """The policy object (an algorithm may compose another one)."""
+        """The policy object (an algorithm may compose another one around :meth:`make_net`)."""
         c = self.config
         return LatentPolicy(
-            net=VelocityNet(
-                out_dim=self.act_dim,
-                hidden=c.actor_hidden,
-                num_blocks=c.actor_blocks,
-                time_embed_dim=c.embed_dim,
-                temp_embed_dim=c.embed_dim,
-                kernel_init=c.network_init,
-                embedding=c.embedding,
-            ),
+            net=self.make_net(),
             path=(
                 VE(sigma_min=c.ve_sigma_min, sigma_max=c.ve_sigma_max)
                 if c.path == "ve"

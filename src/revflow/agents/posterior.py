@@ -25,7 +25,7 @@ averaged over action dimensions).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ from revflow.agents.actor_critic import Objective
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.configs import (
     CriticFields,
-    DiffusionPolicyFields,
+    DiffusionAgentFields,
     EstimatorFields,
     LatentPolicyFields,
     OptimiserFields,
@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 EndpointSource = Literal["policy", "replay"]
-ENDPOINT_SOURCES: tuple[str, ...] = ("policy", "replay")
 #: Reduction of the actor's squared error over the action dimensions.
 LOSS_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
@@ -96,7 +95,7 @@ class PosteriorFields(EstimatorFields):
     def validate(self) -> None:
         super().validate()
         for name, choices in (
-            ("endpoint_source", ENDPOINT_SOURCES),
+            ("endpoint_source", get_args(EndpointSource)),
             ("actor_loss_reduction", LOSS_REDUCTIONS),
         ):
             value = getattr(self, name)
@@ -130,14 +129,7 @@ class SwitchablePosteriorConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionPosteriorConfig(
-    PosteriorFields,
-    TemperatureFields,
-    PickFields,
-    DiffusionPolicyFields,
-    CriticFields,
-    OptimiserFields,
-):
+class DiffusionPosteriorConfig(PosteriorFields, TemperatureFields, DiffusionAgentFields):
     """:class:`SwitchablePosteriorConfig` with the diffusion baselines' policy defaults."""
 
     #: Training endpoints u1: "policy" samples or atanh of the "replay" actions.

@@ -62,7 +62,6 @@ from revflow.agents.posterior import (
     posterior_objective,
     weighted_target_metrics,
 )
-from revflow.networks import VelocityNet
 
 __all__ = [
     "QNE",
@@ -238,17 +237,8 @@ class QNE(GenerativeAgent):
         c = self.config
         if c.policy_space == "latent":
             return super().make_policy()
-        net = VelocityNet(
-            out_dim=self.act_dim,
-            hidden=c.actor_hidden,
-            num_blocks=c.actor_blocks,
-            time_embed_dim=c.embed_dim,
-            temp_embed_dim=c.embed_dim,
-            kernel_init=c.network_init,
-            embedding=c.embedding,
-        )
         return BoxDiffusionPolicy(
-            net=net,
+            net=self.make_net(),
             act_dim=self.act_dim,
             num_steps=c.num_flow_steps,
             tau_min=c.tau_min,

@@ -80,6 +80,18 @@ class SACState:
     step: Array
 
 
+#: The switches of revflow's earlier SAC (the ``revflow`` preset; runs saved before these
+#: fields existed had them).
+EARLIER_SAC: dict[str, Any] = {
+    "log_std_bound": "tanh",
+    "actor_arch": "mlp",
+    "network_init": "lecun",
+    "alpha_loss": "log-alpha",
+    "log_det_eps": 0.0,
+    "critic_clip": "global",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SACConfig(CriticFields, OptimiserFields):
     """SAC hyperparameters; defaults are the authors' SAC, presets ``standard`` (CleanRL),
@@ -131,23 +143,11 @@ class SACConfig(CriticFields, OptimiserFields):
             "critic_lr": 3e-4,
             "max_grad_norm": 10.0,
             "log_std_min": -5.0,
-            "log_std_bound": "tanh",
-            "actor_arch": "mlp",
-            "network_init": "lecun",
-            "alpha_loss": "log-alpha",
-            "log_det_eps": 0.0,
-            "critic_clip": "global",
+            **EARLIER_SAC,
         },
     }
-    # Runs saved before the last six fields existed had revflow's earlier SAC.
-    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "log_std_bound": "tanh",
-        "actor_arch": "mlp",
-        "network_init": "lecun",
-        "alpha_loss": "log-alpha",
-        "log_det_eps": 0.0,
-        "critic_clip": "global",
-    }
+    # Runs saved before these six fields existed had revflow's earlier SAC.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = EARLIER_SAC
 
     def validate(self) -> None:
         super().validate()
@@ -289,14 +289,7 @@ class SAC(ActorCriticAgent):
         self.policy = GaussianPolicy(
             net, c.log_std_min, c.log_std_max, c.log_std_bound, c.log_det_eps
         )
-        self.critic = CriticEnsemble.make(
-            c.num_critics,
-            c.critic_hidden,
-            c.network_init,
-            c.critic_lr,
-            c.max_grad_norm,
-            c.critic_clip,
-        )
+        self.critic = CriticEnsemble.from_config(c)
         te = c.target_entropy
         self.target_entropy = float(te) if te is not None else -float(act_dim)
         self.actor_opt = make_optimizer(c.actor_lr, c.max_grad_norm)

@@ -34,21 +34,20 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from revflow.agents.actor_critic import Objective, TemperatureState, temperature_init
-from revflow.agents.base import Array, Batch, require
-from revflow.agents.common import GradientStep, gradient_step
+from revflow.agents.actor_critic import Objective, TemperatureState
+from revflow.agents.base import Array, Batch
+from revflow.agents.common import GradientStep
 from revflow.agents.configs import (
     FAST_DIFFUSION,
     UNREAD_TEMPERATURE_FIELDS,
-    CriticFields,
-    DiffusionPolicyFields,
-    OptimiserFields,
+    DiffusionAgentFields,
     Pick,
-    PickFields,
+    require_positive,
 )
 from revflow.agents.generative import GenerativeAgent
+from revflow.agents.noise_temperature import METRICS as TEMPERATURE_METRICS
+from revflow.agents.noise_temperature import NoiseTemperature, NoiseTemperatureFields
 from revflow.agents.posterior import METRICS, EndpointSource, PosteriorFields, posterior_objective
 
 __all__ = ["SDAC", "SDACConfig", "SDACState", "sdac_objective"]
@@ -57,7 +56,7 @@ SDACState = TemperatureState
 
 
 @dataclasses.dataclass(frozen=True)
-class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticFields, OptimiserFields):
+class SDACConfig(NoiseTemperatureFields, PosteriorFields, DiffusionAgentFields):
     """SDAC defaults (module docstring); there is no ``lam`` (lam = alpha / q_scale)."""
 
     control_variate: str = "none"
@@ -74,12 +73,6 @@ class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticField
     entropy_backup: bool = False
     #: The Boltzmann target is exp(q_scale * Q / alpha): lam = alpha / q_scale.
     q_scale: float = 5.0
-    #: Exploration noise std = explore_noise * alpha.
-    explore_noise: float = 0.1
-    #: Initial alpha, Adam lr of log_alpha, entropy target (None: -act_dim).
-    init_alpha: float = 1.0
-    #: Adam learning rate of log_alpha.
-    alpha_lr: float = 3e-4
     #: Entropy target of the temperature rule (None: -act_dim).
     target_entropy: float | None = None
 
@@ -93,9 +86,7 @@ class SDACConfig(PosteriorFields, PickFields, DiffusionPolicyFields, CriticField
 
     def validate(self) -> None:
         super().validate()
-        for name in ("q_scale", "explore_noise", "init_alpha", "alpha_lr"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
+        require_positive(self, "q_scale")
 
 
 def sdac_objective(agent: SDAC) -> Objective:
@@ -108,18 +99,8 @@ def sdac_objective(agent: SDAC) -> Objective:
     def temperature_step(state: SDACState, actor: GradientStep, batch: Batch, key: Any):
         log_std = math.log(c.explore_noise) + state.log_alpha
         entropy = agent.act_dim * (0.5 * math.log(2 * math.pi * math.e) + log_std)
-        gap = jax.lax.stop_gradient(entropy - agent.target_entropy)
-
-        def alpha_loss_fn(log_alpha: Array) -> Array:
-            return log_alpha * gap
-
-        step = gradient_step(alpha_loss_fn, agent.alpha_opt, state.log_alpha, state.alpha_opt)
-        metrics = {
-            "alpha": jnp.exp(state.log_alpha),
-            "alpha_loss": step.loss,
-            "noise_entropy": entropy,
-        }
-        return {"log_alpha": step.params, "alpha_opt": step.opt_state}, metrics
+        fields, metrics = agent.noise_temperature.step(state, entropy)
+        return fields, {**metrics, "noise_entropy": entropy}
 
     return posterior_objective(agent)._replace(post_update=temperature_step)
 
@@ -137,24 +118,22 @@ class SDAC(GenerativeAgent):
         "target_q_mean": "mean TD target 0.2 r + discount * min_k Qbar_k(s', a'_best)",
         "lam": "temperature lam = alpha / q_scale of the Boltzmann target",
         "policy_q_mean": "mean min_k Q(s, a) of the best-of-N training endpoints",
-        "alpha": "SDAC temperature alpha (exploration noise std = explore_noise * alpha)",
-        "alpha_loss": "log_alpha * (H - target_entropy), H = entropy of the exploration noise",
-        "noise_entropy": "entropy H of the Gaussian exploration noise",
+        **TEMPERATURE_METRICS,
+        "noise_entropy": "entropy H of the Gaussian exploration noise (the alpha step's H)",
     }
 
     config: SDACConfig
 
     def __init__(self, config: SDACConfig, obs_dim: int, act_dim: int):
-        self.alpha_opt = optax.adam(config.alpha_lr)
         te = config.target_entropy
-        self.target_entropy = float(-act_dim if te is None else te)
+        self.noise_temperature = NoiseTemperature.make(config, -act_dim if te is None else te)
         super().__init__(config, obs_dim, act_dim)
 
     def extra_state(self) -> dict[str, Any]:
-        return temperature_init(self.config.init_alpha, self.alpha_opt)
+        return self.noise_temperature.init()
 
     def temperature_of(self, state: SDACState) -> Array:
         return jnp.exp(jax.lax.stop_gradient(state.log_alpha)) / self.config.q_scale
 
     def explore_std(self, state: SDACState) -> Array:
-        return self.config.explore_noise * jnp.exp(state.log_alpha)
+        return self.noise_temperature.std(state)

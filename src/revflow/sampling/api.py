@@ -113,9 +113,7 @@ def make_config(steps: int, options: dict[str, Any]) -> TrainConfig:
         raise ValueError(f"steps must be an int, got {steps!r}")
     if "warmup" not in options:  # the default warm-up, at most a tenth of a short run
         options = {**options, "warmup": min(TrainConfig.warmup, int(steps) // 10)}
-    cfg = TrainConfig(steps=int(steps), **options)
-    cfg.validate()
-    return cfg
+    return TrainConfig(steps=int(steps), **options)  # validated on construction
 
 
 def check_log_density(log_density: Callable[[Array], Array], dim: int, scale: float) -> None:

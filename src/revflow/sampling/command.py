@@ -49,10 +49,10 @@ class SampleArgs:
     """samples written to samples.npy"""
     seed: int = 0
     lr: float = 2e-3
-    hidden: int = 256
-    num_reverse_samples: int = 64
+    hidden: int = TrainConfig.hidden
+    num_reverse_samples: int = TrainConfig.num_reverse_samples
     """K: reverse samples per noisy point"""
-    scale: float = 1.0
+    scale: float = TrainConfig.scale
     """the model works in x / scale (about [-1, 1] suits the idem method)"""
     reference: str = TrainConfig.reference
     """reverse samples from the kernel alone (none) or times an adaptive Gaussian reference
@@ -118,6 +118,15 @@ def corner_plot(path: Path, x: np.ndarray, max_dims: int = MAX_CORNER_DIMS) -> N
     plt.close(fig)
 
 
+#: The arguments of ``revflow sample`` that are options of the sampler's ``TrainConfig``.
+SAMPLER_OPTIONS: tuple[str, ...] = ("lr", "hidden", "num_reverse_samples", "scale", "reference")
+
+
+def sampler_options(args: SampleArgs) -> dict[str, Any]:
+    """The :data:`SAMPLER_OPTIONS` of ``args``, as keywords of :func:`fit`."""
+    return {name: getattr(args, name) for name in SAMPLER_OPTIONS}
+
+
 def validate(args: SampleArgs) -> Callable[[Any], Any]:
     """Check every argument and the density (before any training); return the density."""
     if isinstance(args.dim, bool) or args.dim < 1:
@@ -130,8 +139,7 @@ def validate(args: SampleArgs) -> Callable[[Any], Any]:
             f"method {args.method!r} trains on exact samples, which a density alone does not "
             f"give; use one of {', '.join(m for m in METHODS if not METHODS[m].oracle)}"
         )
-    options = dict(lr=args.lr, hidden=args.hidden, num_reverse_samples=args.num_reverse_samples)
-    make_config(args.steps, {**options, "scale": args.scale, "reference": args.reference})
+    make_config(args.steps, sampler_options(args))
     fn = load_target(args.target)
     check_log_density(fn, args.dim, args.scale)
     return fn
@@ -143,19 +151,8 @@ def run_sample(args: SampleArgs) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     k_fit, k_sample = jax.random.split(jax.random.key(args.seed))
-    sampler = fit(
-        fn,
-        args.dim,
-        k_fit,
-        method=args.method,
-        steps=args.steps,
-        progress=args.progress,
-        lr=args.lr,
-        hidden=args.hidden,
-        num_reverse_samples=args.num_reverse_samples,
-        scale=args.scale,
-        reference=args.reference,
-    )
+    run = {"method": args.method, "steps": args.steps, "progress": args.progress}
+    sampler = fit(fn, args.dim, k_fit, **run, **sampler_options(args))
     x = np.asarray(sampler.sample(k_sample, args.num_samples))
     np.save(out / "samples.npy", x)
     corner_plot(out / "corner.png", x)

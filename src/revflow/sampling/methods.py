@@ -187,8 +187,11 @@ class TrainConfig:
     scale: float = 1.0
     chunk: int = 50  # updates per jitted call (lax.scan); the progress bar moves per chunk
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise ValueError for an invalid configuration (before any compute)."""
+        """Raise ValueError for an invalid configuration (called on construction)."""
         checks = [
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),

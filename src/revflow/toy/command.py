@@ -36,11 +36,16 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from revflow.sampling.api import make_config
 from revflow.toy.metrics import MMD_BANDWIDTHS, MODE_MIN_FRACTION, SINKHORN_EPSILON, all_metrics
 from revflow.toy.targets import TARGETS, TOY_TARGETS, get_target
-from revflow.toy.train import METHODS, PROPOSALS, TrainConfig, TrainResult, train
+from revflow.toy.train import METHODS, TrainConfig, TrainResult, train
 
 _DEFAULT = TrainConfig()
+#: The arguments of ``revflow toy`` that are options of the sampler's TrainConfig.
+SAMPLER_OPTIONS: tuple[str, ...] = (
+    "batch", "num_reverse_samples", "proposal", "reference", "hidden", "lr"
+)  # fmt: skip
 DEFAULT_TARGETS = "two-moons,ring,grid"
 DEFAULT_METHODS = "fm-exact,rfm"
 DEFAULT_STEPS = 1000  # the default run stays within minutes on 2 CPU cores
@@ -112,10 +117,6 @@ def validate(args: ToyArgs) -> tuple[list[str], list[str], list[TrainConfig]]:
         methods = [m for m in methods if not METHODS[m].oracle]
     if args.all:  # the oracle first: it is the reference of every row after it
         methods = sorted(methods, key=lambda m: not METHODS[m].oracle)
-    if args.proposal not in PROPOSALS:
-        raise ValueError(f"unknown proposal {args.proposal!r}; available: {', '.join(PROPOSALS)}")
-    if args.num_reverse_samples < 1:
-        raise ValueError(f"num_reverse_samples (K) must be >= 1, got {args.num_reverse_samples}")
     if args.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {args.seeds}")
     if args.steps < 1:
@@ -127,29 +128,11 @@ def validate(args: ToyArgs) -> tuple[list[str], list[str], list[TrainConfig]]:
         raise ValueError(message) from None
     if min(budgets) < 1:
         raise ValueError(f"budgets must be >= 1, got {args.budgets!r}")
-    if args.batch < 1:
-        raise ValueError(f"batch must be >= 1, got {args.batch}")
     if args.num_eval_samples < 2:
         raise ValueError(f"num_eval_samples must be >= 2, got {args.num_eval_samples}")
-    if args.hidden < 1:
-        raise ValueError(f"hidden must be >= 1, got {args.hidden}")
-    if not args.lr > 0:
-        raise ValueError(f"lr must be > 0, got {args.lr}")
-    configs = []
-    for steps in dict.fromkeys(budgets):
-        cfg = TrainConfig(
-            steps=steps,
-            batch=args.batch,
-            num_reverse_samples=args.num_reverse_samples,
-            proposal=args.proposal,
-            reference=args.reference,
-            hidden=args.hidden,
-            lr=args.lr,
-            warmup=min(_DEFAULT.warmup, steps // 10),
-        )
-        cfg.validate()
-        configs.append(cfg)
-    return targets, methods, configs
+    # The sampler's options are checked by its TrainConfig (on construction).
+    options = {name: getattr(args, name) for name in SAMPLER_OPTIONS}
+    return targets, methods, [make_config(steps, options) for steps in dict.fromkeys(budgets)]
 
 
 def _machine() -> str:

@@ -71,7 +71,6 @@ def train(
     key derived from ``key`` when None; pass the same set to compare methods fairly).
     Metrics are those of :func:`revflow.toy.metrics.all_metrics`.
     """
-    cfg.validate()
     spec = get_method(method)
     if num_eval_samples < 2:
         raise ValueError(f"num_eval_samples must be >= 2, got {num_eval_samples}")
