@@ -710,7 +710,7 @@ def _qvpo_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
     for name, value in box_diffusion.ddpm_coefficients(sch).items():
         out[f"qvpo/schedule_{name}"] = value
     out["qvpo/eps_net"] = policy.eps_at_step(
-        actor, sch, inp["diff_step"], inp["diff_x"], batch.obs, lam
+        actor, inp["diff_step"], inp["diff_x"], batch.obs, lam, sch
     )
     out["qvpo/critic_q"] = critic.net.apply(online, batch.obs, batch.action)
     out["qvpo/eval_action_best_of_n"] = agent.act(state, inp["key_eval"], batch.obs, "best-of-n")
