@@ -94,8 +94,12 @@ class QVPOConfig(WeightedDenoisingFields):
     #: Uniform random actions per state of the entropy term.
     entropy_samples: int = 10
     max_grad_norm: float = 0.0  # no gradient clipping (theirs)
-    policy_space: Literal["box", "latent"] = "box"  # box: theirs; latent: revflow's variant
-    network_init: str = "orthogonal"  # kernels of policy net and critics: orthogonal | lecun
+    #: Where the policy lives: "box" (the authors' QVPO, action box) or "latent" (revflow's
+    #: earlier tanh-latent variant, preset revflow).
+    policy_space: Literal["box", "latent"] = "box"
+    #: Initialisation of the policy net's and critics' kernels: orthogonal (gain sqrt 2,
+    #: the authors') or lecun.
+    network_init: str = "orthogonal"
     critic_clip: str = "per-critic"  # critic loss: each critic its own MSE | global
     critic_activation: str = "mish"  # hidden activation of the critics: mish | relu
 
