@@ -96,7 +96,19 @@ def assert_trees_equal(a, b, what: str) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=what)
 
 
-@pytest.mark.parametrize("algo", available())
+#: Agents the default suite smoke-tests (the method, the Gaussian baseline and two diffusion
+#: baselines: the checkpoint and resume code is the same for every agent); the others run
+#: with ``pytest -m extended`` (about 25 s each on 2 cores).
+DEFAULT_AGENTS = ("rfm", "sac", "qne", "dqs")
+
+
+@pytest.mark.parametrize(
+    "algo",
+    [
+        a if a in DEFAULT_AGENTS else pytest.param(a, marks=pytest.mark.extended)
+        for a in available()
+    ],
+)
 def test_agent_trains_resumes_bit_exactly_and_acts(
     algo: str, tmp_path: Path, shared_jit: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

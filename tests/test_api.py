@@ -107,7 +107,7 @@ FACTORIES = {
 }
 
 
-@pytest.mark.parametrize("algo", ["sac", "rfm"])
+@pytest.mark.parametrize("algo", [pytest.param("sac", marks=pytest.mark.extended), "rfm"])
 def test_custom_env_through_cli_and_python(algo, tmp_path, capsys, compile_cache):
     # -- CLI: train, eval, export, report and sweep on gym:<module>:<Id> ----------------------
     root = tmp_path / "cli"

@@ -355,7 +355,7 @@ def test_evaluate_vectorised() -> None:
         evaluate(agent, state, ENV, episodes=1, mode="greedy")
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_sac_learns_pendulum(tmp_path: Path) -> None:
     """SAC (fast preset) on Pendulum-v1, 7000 env steps (~1 min on 2 cores). Measured: the
     untrained policy scores -1480 and -1611 (seeds 0, 1; 10 episodes), SAC after 7000

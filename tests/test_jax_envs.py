@@ -119,7 +119,9 @@ def test_one_step_matches_dm_control_from_the_same_state(cartpole):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["CheetahRun", "WalkerWalk"])
+@pytest.mark.parametrize(
+    "task", ["CheetahRun", pytest.param("WalkerWalk", marks=pytest.mark.extended)]
+)
 def test_contact_tasks_match_dm_control_from_the_same_state(task):
     """~40 s per task on a 2-core CPU (MJX compile)."""
     from revflow.mjx_tasks import make_task

@@ -217,6 +217,7 @@ def test_local_sweep_skips_resumes_and_reports_failures(tmp_path: Path) -> None:
     assert read_result(good[0].run_dir)["env_steps"] == 400
 
 
+@pytest.mark.extended
 def test_ray_backend_runs_a_tiny_sweep(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -98,8 +98,11 @@ class RFM(GenerativeAgent):
     name = "rfm"
     Config = RFMConfig
     make_objective = posterior_objective
-    # The K reverse samples and N particles of a state share its critic first-layer product.
-    SHARED_STATE_PRODUCT = True
+    # True: the K reverse samples and N particles of a state share its critic first-layer
+    # product (-1.7 % FLOPs, -6.4 % bytes by XLA's count; docs/throughput/profile.md). Off
+    # until its wall-clock effect is measured: it reassociates the first layer's sum, so runs
+    # made before it would not resume bit-exactly.
+    SHARED_STATE_PRODUCT = False
     METRICS: ClassVar[dict[str, str]] = {
         **METRICS,
         "actor_loss": "velocity regression loss ||v - (mu1 - mu0)||^2 (mean or sum over action "
