@@ -15,6 +15,15 @@ from revflow.engine import TrainConfig, evaluate, load_agent, train
 
 PENDULUM = "gym:Pendulum-v1"
 
+#: The smallest networks of the agents' unit tests (each test module adds its batch size and
+#: sampler / estimator counts).
+TINY_NETS: dict[str, Any] = {
+    "critic_hidden": (16, 16),
+    "actor_hidden": 16,
+    "embed_dim": 8,
+    "num_particles": 3,
+}
+
 #: The small learning-check budget on Pendulum (test_baselines_learn's docstring has the
 #: numbers); each agent takes the fields its config has.
 SMALL = {

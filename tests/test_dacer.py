@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from _support import TINY_NETS
 from revflow.agents.base import Batch
 from revflow.agents.dacer import estimate_entropy, gaussian_fit_entropy
 from revflow.agents.registry import available, make_agent, make_config
@@ -18,10 +19,7 @@ from revflow.agents.registry import available, make_agent, make_config
 OBS, ACT, B = 4, 2, 8
 TINY = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 4,
     "entropy_samples": 16,
     "entropy_states": 2,

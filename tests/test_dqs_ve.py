@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support import TINY_NETS
 from revflow.agents.base import Batch
 from revflow.agents.dqs import score_target
 from revflow.agents.registry import make_agent, make_config
@@ -24,10 +25,7 @@ from revflow.agents.ve_score import VEScorePolicy, ve_g, ve_h
 OBS, ACT, B = 4, 2, 8
 SMALL = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 4,
     "num_reverse_samples": 6,
 }

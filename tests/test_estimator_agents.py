@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _support import TINY_NETS
 from revflow import estimators
 from revflow.agents.base import Batch
 from revflow.agents.policies import sampler_log_prob
@@ -25,10 +26,7 @@ from revflow.samplers import ddim_sample, ddpm_sample
 OBS, ACT, B = 4, 2, 8
 TINY = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 4,
     "num_reverse_samples": 6,
 }

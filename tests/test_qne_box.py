@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support import TINY_NETS
 from revflow.agents import box_diffusion as bd
 from revflow.agents import qne
 from revflow.agents.base import Batch
@@ -20,10 +21,7 @@ from revflow.agents.registry import make_agent, make_config
 OBS, ACT, B = 3, 2, 6
 TINY = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 4,
     "num_reverse_samples": 6,
     "log_prob_samples": 3,

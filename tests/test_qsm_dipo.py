@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _support import TINY_NETS
 from revflow.agents.base import Batch
 from revflow.agents.dipo import improve_actions
 from revflow.agents.qsm import score_target
@@ -22,10 +23,7 @@ from revflow.paths import VPCosine
 OBS, ACT, B = 3, 2, 6
 TINY = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 3,
 }
 AGENTS = ("qsm", "dipo")

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support import TINY_NETS
 from revflow.agents import box_diffusion as bd
 from revflow.agents import qvpo
 from revflow.agents.base import Batch
@@ -24,10 +25,7 @@ from revflow.networks import StepDenoiserNet
 OBS, ACT, B = 3, 2, 4
 TINY = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 4,
     "num_policy_samples": 5,
     "target_particles": 2,

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _support import TINY_NETS
 from revflow.agents.base import Batch
 from revflow.agents.dpmd import dpmd_weights
 from revflow.agents.qvpo import qvpo_weights
@@ -20,10 +21,7 @@ from revflow.agents.weighted_denoising import denoising_loss, noise_draw, unifor
 OBS, ACT, B = 3, 2, 4
 TINY = {
     "batch_size": B,
-    "critic_hidden": (16, 16),
-    "actor_hidden": 16,
-    "embed_dim": 8,
-    "num_particles": 3,
+    **TINY_NETS,
     "num_flow_steps": 2,
     "num_policy_samples": 5,
 }
