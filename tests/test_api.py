@@ -81,6 +81,7 @@ def compile_cache(tmp_path_factory):
             old[name] = jax.config.read(name)
         except AttributeError:
             old[name] = getattr(jax.config, name)
+    jax.clear_caches()  # see conftest.fast_compile: the flag is not in the jit cache key
     jax.config.update("jax_disable_most_optimizations", True)
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -90,6 +91,7 @@ def compile_cache(tmp_path_factory):
     for name, value in old.items():
         jax.config.update(name, value)
     compilation_cache.reset_cache()
+    jax.clear_caches()
 
 
 def _same_actions(a: revflow.Policy, b: revflow.Policy, obs: np.ndarray) -> None:
