@@ -12,6 +12,7 @@ objectives' ``actor_loss`` (and sac's ``alpha_loss``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,42 @@ def _sized_config(algo: str, preset: str, **values: Any) -> Any:
     )
 
 
+def _collect(out: dict, name: str, values: dict, grads: dict) -> dict[str, np.ndarray]:
+    """``out`` with an agent's quantities and its gradient trees flattened under
+    ``<name>.grad.<tree>``, as numpy arrays."""
+    out.update(values)
+    for tree_name, tree in grads.items():
+        out.update(flatten(tree, f"{name}.grad.{tree_name}"))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _run_with_draws(
+    name: str, cfg: Any, inp: dict, official: dict, quantities: Callable
+) -> dict[str, np.ndarray]:
+    """The revflow side of a diffusion baseline whose networks are revflow's velocity net and
+    critic (qne, dqs, qsm): the agent at ``cfg``, its fresh networks fingerprinted, the
+    authors' actor and (online, target) critics mapped in, their recorded draws
+    (``<name>.draw/*``) injected, and ``quantities(agent, state, inputs, draws)`` run as one
+    jitted program."""
+    s = SIZES
+    agent = make_agent(name, cfg, s["obs_dim"], s["act_dim"])
+    out: dict[str, np.ndarray] = {}
+    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
+    _fingerprint_velocity_net(out, name, fresh, cfg.actor_blocks)
+    actor = unflatten(official, f"{name}.param.actor")
+    state = fresh.replace(
+        actor_params=_tree(mapping.velocity_net(actor, s["obs_dim"], s["act_dim"], s["emb"])),
+        critic_params=_tree(mapping.critic(unflatten(official, f"{name}.param.critic"))),
+        target_critic_params=_tree(mapping.critic(unflatten(official, f"{name}.param.target"))),
+    )
+    prefix = f"{name}.draw/"
+    draws = {k[len(prefix) :]: v for k, v in official.items() if k.startswith(prefix)}
+    values, grads = jax.jit(lambda st, x, d: quantities(agent, st, x, d))(
+        state, _tree(inp), _tree(draws)
+    )
+    return _collect(out, name, values, grads)
+
+
 def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     s = SIZES
     cfg = _sized_config(
@@ -205,10 +242,7 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         actor_params=actor, critic_params=critic, target_critic_params=target_critic
     )
     values, grads = jax.jit(lambda st, x: _rfm_quantities(agent, st, x))(state, _tree(inp))
-    out.update(values)
-    for name, tree in grads.items():
-        out.update(flatten(tree, f"rfm.grad.{name}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _collect(out, "rfm", values, grads)
 
 
 def _rfm_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
@@ -292,10 +326,7 @@ def run_sac(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         log_alpha=jnp.log(jnp.float32(s["alpha"])),
     )
     values, grads = jax.jit(lambda st, x: _sac_quantities(agent, st, x))(state, _tree(inp))
-    out.update(values)
-    for name, tree in grads.items():
-        out.update(flatten(tree, f"sac.grad.{name}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _collect(out, "sac", values, grads)
 
 
 def _sac_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
@@ -360,27 +391,7 @@ def run_qne(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         # The tanh-latent variant has no counterpart of their box sampler, log-likelihood or
         # candidates: its quantities are missing (rows that differ), only its defaults compare.
         return {}
-    agent = make_agent("qne", cfg, s["obs_dim"], s["act_dim"])
-    out: dict[str, np.ndarray] = {}
-    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
-    _fingerprint_velocity_net(out, "qne", fresh, cfg.actor_blocks)
-    state = fresh.replace(
-        actor_params=_tree(
-            mapping.velocity_net(
-                unflatten(official, "qne.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
-            )
-        ),
-        critic_params=_tree(mapping.critic(unflatten(official, "qne.param.critic"))),
-        target_critic_params=_tree(mapping.critic(unflatten(official, "qne.param.target"))),
-    )
-    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("qne.draw/")}
-    values, grads = jax.jit(lambda st, x, d: _qne_quantities(agent, st, x, d))(
-        state, _tree(inp), _tree(draws)
-    )
-    out.update(values)
-    for name, tree in grads.items():
-        out.update(flatten(tree, f"qne.grad.{name}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _run_with_draws("qne", cfg, inp, official, _qne_quantities)
 
 
 def _fingerprint_velocity_net(out: dict, name: str, fresh: Any, blocks: int) -> None:
@@ -470,27 +481,7 @@ def run_dqs(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
     )
     if cfg.policy_space != "action":
         return {}  # the tanh-latent variant has no counterpart of their sampler or target
-    agent = make_agent("dqs", cfg, s["obs_dim"], s["act_dim"])
-    out: dict[str, np.ndarray] = {}
-    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
-    _fingerprint_velocity_net(out, "dqs", fresh, cfg.actor_blocks)
-    state = fresh.replace(
-        actor_params=_tree(
-            mapping.velocity_net(
-                unflatten(official, "dqs.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
-            )
-        ),
-        critic_params=_tree(mapping.critic(unflatten(official, "dqs.param.critic"))),
-        target_critic_params=_tree(mapping.critic(unflatten(official, "dqs.param.target"))),
-    )
-    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("dqs.draw/")}
-    values, grads = jax.jit(lambda st, x, d: _dqs_quantities(agent, st, x, d))(
-        state, _tree(inp), _tree(draws)
-    )
-    out.update(values)
-    for name, tree in grads.items():
-        out.update(flatten(tree, f"dqs.grad.{name}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _run_with_draws("dqs", cfg, inp, official, _dqs_quantities)
 
 
 def _dqs_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
@@ -570,27 +561,7 @@ def run_qsm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         # The tanh-latent variant has no counterpart of their box sampler or target: its
         # quantities are missing (rows that differ), only its defaults compare.
         return {}
-    agent = make_agent("qsm", cfg, s["obs_dim"], s["act_dim"])
-    out: dict[str, np.ndarray] = {}
-    fresh = jax.jit(agent.init)(jax.random.PRNGKey(s["seed"]))
-    _fingerprint_velocity_net(out, "qsm", fresh, cfg.actor_blocks)
-    state = fresh.replace(
-        actor_params=_tree(
-            mapping.velocity_net(
-                unflatten(official, "qsm.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
-            )
-        ),
-        critic_params=_tree(mapping.critic(unflatten(official, "qsm.param.critic"))),
-        target_critic_params=_tree(mapping.critic(unflatten(official, "qsm.param.target"))),
-    )
-    draws = {k.split("/", 1)[1]: v for k, v in official.items() if k.startswith("qsm.draw/")}
-    values, grads = jax.jit(lambda st, x, d: _qsm_quantities(agent, st, x, d))(
-        state, _tree(inp), _tree(draws)
-    )
-    out.update(values)
-    for name, tree in grads.items():
-        out.update(flatten(tree, f"qsm.grad.{name}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _run_with_draws("qsm", cfg, inp, official, _qsm_quantities)
 
 
 def _qsm_quantities(agent: Any, state: Any, inp: dict, d: dict) -> tuple[dict, dict]:
@@ -693,10 +664,7 @@ def run_qvpo(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         target_critic_params=_tree(mapping.qvpo_critic(unflatten(official, "qvpo.param.target"))),
     )
     values, grads = jax.jit(lambda st, x: _qvpo_quantities(agent, st, x))(state, _tree(inp))
-    out.update(values)
-    for name, tree in grads.items():
-        out.update(flatten(tree, f"qvpo.grad.{name}"))
-    return {k: np.asarray(v) for k, v in out.items()}
+    return _collect(out, "qvpo", values, grads)
 
 
 def _qvpo_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:
