@@ -44,6 +44,13 @@ def _policy(**options):
     return agent, dataclasses.replace(agent.policy, **options)
 
 
+@pytest.mark.parametrize("field", ["schedule_kind", "time_input", "clip_at", "noise_std"])
+def test_an_unknown_policy_option_is_refused_by_name(field: str) -> None:
+    _, policy = _policy()
+    with pytest.raises(ValueError, match=f"{field} must be one of"):
+        dataclasses.replace(policy, **{field: "nope"})
+
+
 def test_policy_options_and_integer_step_time_input() -> None:
     agent, policy = _policy()
     options = (policy.schedule_kind, policy.time_input, policy.clip_at)

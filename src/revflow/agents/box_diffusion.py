@@ -80,6 +80,8 @@ TIME_INPUTS: tuple[str, ...] = ("log-snr", "step")
 #: What the sampler clips to [-1, 1] (with ``clip``): the predicted x0 in every step
 #: (MaxEntDP) or the iterate after every step (QSM); both clip the final sample.
 CLIP_TARGETS: tuple[str, ...] = ("x0", "iterate")
+#: The sampler's noise scale: sqrt(beta_k) (MaxEntDP, QSM) or DDPM's posterior std (QVPO).
+NOISE_STDS: tuple[str, ...] = ("beta", "posterior")
 
 
 def cosine_tau_max(s: float = COSINE_S, beta_max: float = 999.0) -> float:
@@ -206,6 +208,16 @@ class BoxDiffusionPolicy:
     clip_at: str = "x0"  # what ``clip`` clips in a sampler step: "x0" | "iterate" (QSM)
     noise_std: str = "beta"  # sampler noise: "beta" (sqrt beta_k) | "posterior" (DDPM's)
     temperature_input: bool = True  # whether the net reads lam
+
+    def __post_init__(self) -> None:
+        for name, choices in (
+            ("schedule_kind", SCHEDULE_KINDS),
+            ("time_input", TIME_INPUTS),
+            ("clip_at", CLIP_TARGETS),
+            ("noise_std", NOISE_STDS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
 
     @classmethod
     def vp(cls, net: Any, act_dim: int, num_steps: int, clip: bool) -> BoxDiffusionPolicy:
