@@ -359,11 +359,10 @@ def test_evaluate_vectorised() -> None:
 def test_sac_learns_pendulum(tmp_path: Path) -> None:
     """SAC (fast preset) on Pendulum-v1, 7000 env steps (~1 min on 2 cores). Measured: the
     untrained policy scores -1480 and -1611 (seeds 0, 1; 10 episodes), SAC after 7000
-    steps -167 and -167 run alone, and -519 at seed 0 once in a long single-process run of
-    the suite (the same seed; its float results differed, from an unidentified earlier
-    test's process state). At this budget SAC is still converging, so the bound is set
-    between a policy that swings the pendulum up (above -600) and one that does not
-    (-1100 and below)."""
+    steps -167 and -167. (It once scored -519 at seed 0 in a long single-process run of the
+    suite: programs compiled under the cheap-compilation fixtures leaked into later tests,
+    since jax_disable_most_optimizations is not in the jit cache key; conftest.fast_compile
+    now clears the caches.)"""
     cfg = TrainConfig(
         algo="sac",
         env=ENV,
@@ -384,7 +383,7 @@ def test_sac_learns_pendulum(tmp_path: Path) -> None:
     agent, state, _, _ = load_agent(run)
     trained = evaluate(agent, state, ENV, 10, "best-of-n", 99)[0]
     assert untrained < -700, untrained
-    assert trained > -600, trained
+    assert trained > -450, trained
 
 
 @pytest.mark.parametrize("algo", ["rfm", "sac"])
