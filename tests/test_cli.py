@@ -114,6 +114,11 @@ def test_train_then_eval(tmp_path: Path, capsys) -> None:
     assert main(["eval", str(run), "--episodes", "2", "--mode", "sample"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint at step 400" in out and "±" in out and "over 2 episodes" in out
+    # Its defaults repeat the run's own final evaluation of that checkpoint.
+    final = json.loads((run / "result.json").read_text())["final_eval"]
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"return {final['return_mean']:.2f} ± {final['return_std']:.2f}" in out, out
     # Training into the same directory again is refused with a pointer to --resume.
     assert main(["train", "--algo", "sac", *TINY, "--run-dir", str(tmp_path)]) == 2
     assert "--resume" in _error_line(capsys)

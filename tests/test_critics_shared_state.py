@@ -133,10 +133,9 @@ def test_rfm_update_equals_the_unshared_update():
         num_reverse_samples=8,
     )
     plain = make_agent("rfm", config, OBS, ACT)
-    assert not plain.critic.shared_state_product  # off by default (rfm.py)
-    agent = make_agent("rfm", config, OBS, ACT)
-    agent.critic = dataclasses.replace(agent.critic, shared_state_product=True)
-    agent.objective = type(agent).make_objective(agent)
+    assert not plain.critic.shared_state_product  # off by default (CriticFields)
+    agent = make_agent("rfm", dataclasses.replace(config, critic_shared_state=True), OBS, ACT)
+    assert agent.critic.shared_state_product
     r = np.random.default_rng(0)
     f = lambda *s: jnp.asarray(r.standard_normal(s), jnp.float32)
     batch = Batch(f(16, OBS), jnp.tanh(f(16, ACT)), f(16), f(16, OBS), jnp.full((16,), 0.99))

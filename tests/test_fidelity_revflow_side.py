@@ -78,7 +78,7 @@ def test_relative_difference_and_table() -> None:
 
 
 def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
-    """learning.py: the plan (2 implementations x 2 agents x 2 tasks x 3 seeds), commands
+    """learning.py: the plan (2 implementations x 3 agents x 2 tasks x 3 seeds), commands
     that set the same values on both sides, finished runs skipped, and the authors'
     metrics.jsonl converted into a run that revflow's report reads."""
     import learning
@@ -93,7 +93,7 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     argv = ["--official", str(official), "--official-python", "py", "--results", str(results)]
     assert learning.main([*argv, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "0 of 24 runs done; 24 to go" and len(lines) == 25
+    assert lines[0] == "0 of 36 runs done; 36 to go" and len(lines) == 37
     rfm_authors = next(x for x in lines if "algo=rfm" in x)
     assert "--config" in rfm_authors and "rfm.num_particles_training=8" in rfm_authors
     assert "logger.wandb_project=none" in rfm_authors and "trainer.num_eval_envs=25" in rfm_authors
@@ -101,6 +101,11 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     assert "--config" not in sac_authors  # their run.sh: baselines without a config file
     rfm_revflow = next(x for x in lines if "--algo rfm" in x)
     assert "--agent.num-particles 8" in rfm_revflow and "--eval-episodes 25" in rfm_revflow
+    assert "--checkpoint-every 2500" in rfm_revflow  # an interrupted run resumes
+    qne_authors = next(x for x in lines if "algo=maxentdp" in x)
+    assert "maxentdp.score_samples_num=32" in qne_authors and "--config" not in qne_authors
+    qne_revflow = next(x for x in lines if "--algo qne" in x)
+    assert "--agent.num-reverse-samples 32" in qne_revflow
 
     run = learning.Run("authors", "rfm", "dmc:cartpole-swingup", 0)
     logs = tmp_path / "logs" / "x"
@@ -114,7 +119,7 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     np.testing.assert_array_equal(loaded.steps, [0, 2500, 5000])
     np.testing.assert_allclose(loaded.returns, [10.0, 35.0, 60.0])
     assert learning.main([*argv, "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "1 of 24 runs done; 23 to go"
+    assert capsys.readouterr().out.splitlines()[0] == "1 of 36 runs done; 35 to go"
 
 
 def test_qne_matches_the_authors_maxentdp(stored) -> None:

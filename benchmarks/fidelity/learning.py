@@ -3,22 +3,25 @@
     python benchmarks/fidelity/learning.py --official DIR --official-python PY [--dry-run]
     revflow report benchmarks/results/fidelity --finished-only --out docs/fidelity
 
-Every run is (implementation, agent, task, seed) for agents rfm and sac, tasks
+Every run is (implementation, agent, task, seed) for agents rfm, sac and qne (the authors'
+maxentdp, the diffusion baseline), tasks
 dmc:cartpole-swingup and dmc:walker-walk, seeds 0, 1, 2, at a CPU budget: 30,000 env steps,
 5,000 uniform-random warm-up steps, one update per step, an evaluation of 25 episodes (fixed
 seeds 0..24) at step 0 and every 2,500 steps, and the fast values both codes accept (8
-particles, 5 flow steps, K = 16, networks 128 wide, embeddings 64). The authors' trainer is
-driven by ``--override`` flags (rfm with their ``configs/rfm.yaml``: gradient clipping 10, as
-their ``run.sh`` runs it; sac from ``configs/default.yaml`` alone) and revflow by
-``revflow train`` with its defaults and flags that set the same values.
+particles, 5 flow steps, K = 16, networks 128 wide, embeddings 64; for qne its ``fast``
+preset's values: 8 evaluation candidates, 10 diffusion steps, K = 32 candidates per noisy
+action). The authors' trainer is driven by ``--override`` flags (rfm with their
+``configs/rfm.yaml``: gradient clipping 10, as their ``run.sh`` runs it; sac and maxentdp from
+``configs/default.yaml`` alone) and revflow by ``revflow train`` with its defaults and flags
+that set the same values.
 
 Resumable: a finished run (its ``result.json``) is skipped. An interrupted revflow run is
-resumed by ``revflow train`` itself; an interrupted official run (their trainer cannot
-resume) is restarted. Both land in revflow's run layout under ``--results``
-(``<results>/<env>/<label>/seed<s>``, labels ``rfm`` / ``rfm-authors`` and ``sac`` /
-``sac-authors``): the official run's ``metrics.jsonl`` is converted to ``eval.csv``,
-``config.json`` and ``result.json`` so that ``revflow report`` draws both implementations in
-one figure with IQM intervals.
+resumed by ``revflow train`` itself from its last checkpoint (one per evaluation interval);
+an interrupted official run (their trainer cannot resume) is restarted. Both land in
+revflow's run layout under ``--results`` (``<results>/<env>/<label>/seed<s>``, labels
+``rfm`` / ``rfm-authors``, ``sac`` / ``sac-authors``, ``qne`` / ``qne-authors``): the official
+run's ``metrics.jsonl`` is converted to ``eval.csv``, ``config.json`` and ``result.json`` so
+that ``revflow report`` draws both implementations in one figure with IQM intervals.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "fidelity"
-AGENTS = ("rfm", "sac")
+AGENTS = ("rfm", "sac", "qne")
+#: revflow's name -> the authors' ``algo``.
+OFFICIAL_ALGO = {"rfm": "rfm", "sac": "sac", "qne": "maxentdp"}
 TASKS = ("dmc:cartpole-swingup", "dmc:walker-walk")
 SEEDS = (0, 1, 2)
 IMPLEMENTATIONS = ("revflow", "authors")
 BUDGET = {"steps": 30_000, "warmup": 5_000, "eval_every": 2_500, "eval_episodes": 25}
 FAST = {"particles": 8, "flow_steps": 5, "mc_samples": 16, "width": 128, "emb": 64}
+FAST_QNE = {"particles": 8, "diffusion_steps": 10, "mc_samples": 32}
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ def revflow_command(run: Run, results: Path) -> list[str]:
         "--steps", str(b["steps"]), "--warmup-steps", str(b["warmup"]),
         "--eval-every", str(b["eval_every"]), "--eval-episodes", str(b["eval_episodes"]),
         "--run-dir", str(results), "--no-progress", "--no-tensorboard",
+        "--checkpoint-every", str(b["eval_every"]),
         "--agent.critic-hidden", str(f["width"]), str(f["width"]),
     ]  # fmt: skip
     if run.agent == "rfm":
@@ -82,6 +89,15 @@ def revflow_command(run: Run, results: Path) -> list[str]:
             "--agent.num-particles", str(f["particles"]),
             "--agent.num-flow-steps", str(f["flow_steps"]),
             "--agent.num-reverse-samples", str(f["mc_samples"]),
+            "--agent.actor-hidden", str(f["width"]),
+            "--agent.embed-dim", str(f["emb"]),
+        ]  # fmt: skip
+    elif run.agent == "qne":
+        q = FAST_QNE
+        cmd += [
+            "--agent.num-particles", str(q["particles"]),
+            "--agent.num-flow-steps", str(q["diffusion_steps"]),
+            "--agent.num-reverse-samples", str(q["mc_samples"]),
             "--agent.actor-hidden", str(f["width"]),
             "--agent.embed-dim", str(f["emb"]),
         ]  # fmt: skip
@@ -93,7 +109,7 @@ def revflow_command(run: Run, results: Path) -> list[str]:
 def official_command(run: Run, official: Path, python: str, log_dir: Path) -> list[str]:
     b, f = BUDGET, FAST
     overrides = {
-        "algo": run.agent,
+        "algo": OFFICIAL_ALGO[run.agent],
         "seed": run.seed,
         "env.name": run.task.split(":", 1)[1],
         "trainer.max_steps": b["steps"],
@@ -118,9 +134,20 @@ def official_command(run: Run, official: Path, python: str, log_dir: Path) -> li
                 "rfm.num_estimator_mc_samples": f["mc_samples"],
             }
         )
+    if run.agent == "qne":
+        q = FAST_QNE
+        overrides.update(
+            {
+                "actor.emb_size": f["emb"],
+                "maxentdp.eval_candidate_num": q["particles"],
+                "maxentdp.num_diffusion_steps": q["diffusion_steps"],
+                "maxentdp.score_samples_num": q["mc_samples"],
+            }
+        )
     cmd = [python, str(official / "main.py")]
-    if (official / "configs" / f"{run.agent}.yaml").is_file():
-        cmd += ["--config", str(official / "configs" / f"{run.agent}.yaml")]
+    config = official / "configs" / f"{OFFICIAL_ALGO[run.agent]}.yaml"
+    if config.is_file():
+        cmd += ["--config", str(config)]
     for key, value in overrides.items():
         cmd += ["--override", f"{key}={value}"]
     return cmd

@@ -357,12 +357,14 @@ class EvalArgs:
 
     #: The run directory (holds config.json and checkpoints/).
     run_dir: tyro.conf.Positional[str]
-    #: Acting mode: best-of-n (the reference protocol), sample or explore.
-    mode: str = "best-of-n"
-    #: Number of episodes (vectorised).
-    episodes: int = 10
-    #: Seed of the evaluation environments and policy noise.
-    seed: int = 12345
+    #: Acting mode: best-of-n, sample or explore (default: the run's eval_mode).
+    mode: str | None = None
+    #: Number of episodes, vectorised (default: the run's eval_episodes).
+    episodes: int | None = None
+    #: Seed of the evaluation environments and policy noise (default: the run's evaluation
+    #: seeds: 0 for eval_seeds "fixed", so that the defaults repeat the run's own evaluation
+    #: of that checkpoint; 12345 otherwise).
+    seed: int | None = None
     #: Also render one episode headlessly to this file (.mp4 needs imageio-ffmpeg; .gif
     #: works with plain imageio).
     video: str | None = None
@@ -407,9 +409,9 @@ def _eval_command(argv: Sequence[str]) -> int:
     from revflow.agents.base import ACT_MODES
 
     args = _tyro_cli(EvalArgs, list(argv), "revflow eval")
-    if args.mode not in ACT_MODES:
+    if args.mode is not None and args.mode not in ACT_MODES:
         raise UsageError(f"unknown --mode {args.mode!r}; expected one of {', '.join(ACT_MODES)}")
-    if args.episodes < 1:
+    if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     if args.video:
         _check_video_writer(args.video)
@@ -425,13 +427,16 @@ def _eval_command(argv: Sequence[str]) -> int:
         agent, state, cfg, step = engine.load_agent(args.run_dir, args.step, notify=_notify)
     except (FileNotFoundError, CheckpointError, engine.ConfigMismatchError) as err:
         raise UsageError(str(err)) from err
-    mean, std, _ = engine.evaluate(agent, state, cfg.env, args.episodes, args.mode, args.seed)
+    mode = args.mode or cfg.eval_mode
+    episodes = args.episodes or cfg.eval_episodes
+    seed = args.seed if args.seed is not None else (0 if cfg.eval_seeds == "fixed" else 12345)
+    mean, std, _ = engine.evaluate(agent, state, cfg.env, episodes, mode, seed)
     print(
-        f"{cfg.algo} on {cfg.env}, checkpoint at step {step}, mode {args.mode}: "
-        f"return {mean:.2f} ± {std:.2f} over {args.episodes} episodes"
+        f"{cfg.algo} on {cfg.env}, checkpoint at step {step}, mode {mode}: "
+        f"return {mean:.2f} ± {std:.2f} over {episodes} episodes (seed {seed})"
     )
     if args.video:
-        frames = engine.render_episode(agent, state, cfg.env, args.mode, args.seed)
+        frames = engine.render_episode(agent, state, cfg.env, mode, seed)
         import imageio.v2 as imageio
 
         imageio.mimsave(args.video, frames, fps=30)
@@ -462,13 +467,15 @@ def _eval_compiled(args: EvalArgs) -> int:
         )
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
-    returns = trainer.evaluate(state, jax.random.key(args.seed))
+    mode, seed = trainer.cfg.eval_mode, 12345 if args.seed is None else args.seed
+    returns = trainer.evaluate(state, jax.random.key(seed))
     print(
-        f"{cfg.algo} on {cfg.env} (compiled run), checkpoint at step {step}, mode {args.mode}: "
-        f"return {returns.mean():.2f} ± {returns.std():.2f} over {args.episodes} episodes"
+        f"{cfg.algo} on {cfg.env} (compiled run), checkpoint at step {step}, mode {mode}: "
+        f"return {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
+        f"(seed {seed})"
     )
     if args.video:
-        frames = engine.render_episode(trainer.agent, state, f"dmc:{twin}", args.mode, args.seed)
+        frames = engine.render_episode(trainer.agent, state, f"dmc:{twin}", mode, seed)
         import imageio.v2 as imageio
 
         imageio.mimsave(args.video, frames, fps=30)

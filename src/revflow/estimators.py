@@ -25,9 +25,9 @@ With ``latent_tanh=True`` (method note §5) x lives in the unbounded latent u, `
 is evaluated at the action tanh(u), and log p1(u) = log_target(tanh u) + sum_j log sech^2(u_j),
 so the posterior is exactly the Boltzmann target in action space pushed through atanh.
 
-Everything here is pure and jittable; :func:`estimate_posterior_mean` handles one point and
-is vmappable over (key, x_t, t); :func:`estimate_posterior_mean_batch` is the batched form
-used by the agents.
+Everything here is pure and jittable; :func:`estimate_posterior_mean` handles one point x_t
+of shape (D,) (and is vmappable over (key, x_t, t)) or a batch of shape (B, D), one key per
+row, as the agents call it (under its other name :data:`estimate_posterior_mean_batch`).
 """
 
 from __future__ import annotations
@@ -115,13 +115,12 @@ def _check_t_range(t: Any) -> None:
         raise ValueError(f"t must lie in the open interval (0, 1), got {float(bad)!r}")
 
 
-def _as_float_arrays(x_t: Any, t: Any, shape: str, ndim: int) -> tuple[Array, Array]:
-    """x_t as a floating array of rank ``ndim`` (else a ValueError naming ``shape``), t in
-    the same dtype."""
+def _as_float_arrays(x_t: Any, t: Any) -> tuple[Array, Array]:
+    """x_t as a floating array of shape (D,) or (B, D) (else a ValueError), t in the same
+    dtype."""
     x_t = jnp.asarray(x_t)
-    if x_t.ndim != ndim:
-        hint = "; use estimate_posterior_mean_batch" if ndim == 1 else ""
-        raise ValueError(f"x_t must have shape {shape}, got {x_t.shape}{hint}")
+    if x_t.ndim not in (1, 2):
+        raise ValueError(f"x_t must have shape (D,) or (B, D), got {x_t.shape}")
     if not jnp.issubdtype(x_t.dtype, jnp.floating):
         x_t = x_t.astype(jnp.result_type(float))
     return x_t, jnp.asarray(t, x_t.dtype)
@@ -291,16 +290,17 @@ def estimate_posterior_mean(
     clip: float = 2.0,
     latent_tanh: bool = False,
     reference: Reference | None = None,
+    cond: Any = None,
 ) -> PosteriorEstimate:
-    """Estimate mu1 = E[x1 | x_t] for ONE noisy point (method note §3-4).
+    """Estimate mu1 = E[x1 | x_t] for one noisy point, or for a batch of them (method note §3-4).
 
     Args:
-        key: PRNG key for the K reverse samples.
+        key: PRNG key for the K reverse samples (of a batch: split into one key per row).
         log_target: maps one point x1 of shape (D,) to a scalar unnormalised log density
             log p1(x1) (for RL: Q(s, x1) / lam). Differentiated with jax.
-        x_t: the noisy point, shape (D,).
-        t: scalar in (0, 1). Concrete values outside raise; traced values are used as given
-            with alpha_t, beta_t floored at 1e-12.
+        x_t: one noisy point, shape (D,), or a batch of B, shape (B, D).
+        t: a scalar in (0, 1), or for a batch also shape (B,). Concrete values outside raise;
+            traced values are used as given with alpha_t, beta_t floored at 1e-12.
         path: a revflow.paths path.
         num_samples: K >= 1 reverse samples.
         control_variate: "none" (noise-expectation, eta = 0), "gradient" (gradient-expectation,
@@ -314,51 +314,25 @@ def estimate_posterior_mean(
             and the Jacobian sum log sech^2 is added (method note §5).
         reference: optional Gaussian (mean, std), each broadcastable to (D,), that the
             reverse samples are drawn under (:func:`reverse_samples`); None = the reverse
-            kernel alone (method note §3).
+            kernel alone (method note §3). Shared by all rows of a batch.
+        cond: batch only: optional pytree with leading dimension B (for RL: the states).
+            When given, ``log_target(x1, cond_row)`` is called with the row's slice;
+            otherwise ``log_target(x1)``.
 
     Returns:
-        PosteriorEstimate with x1, x0 of shape (D,), scalar ess, coefficient and variance (D,).
+        PosteriorEstimate with x1, x0 of shape (D,), scalar ess, coefficient and variance (D,);
+        for a batch, leading dimension B on every field.
     """
     _validate(control_variate, num_samples, ridge, clip)
-    x_t, t = _as_float_arrays(x_t, t, "(D,)", 1)
-    if jnp.ndim(t) != 0:
-        raise ValueError(f"t must be a scalar, got shape {jnp.shape(t)}")
-    _check_t_range(t)
-    args = (num_samples, control_variate, ridge, clip, latent_tanh, None, reference)
-    return _estimate(key, log_target, x_t, t, path, *args)
-
-
-def estimate_posterior_mean_batch(
-    key: Array,
-    log_target: LogTarget,
-    x_t: Array,
-    t: Array | float,
-    path: Path,
-    num_samples: int,
-    control_variate: str | float = "optimal",
-    ridge: float = 1e-4,
-    clip: float = 2.0,
-    latent_tanh: bool = False,
-    cond: Any = None,
-    reference: Reference | None = None,
-) -> PosteriorEstimate:
-    """Batched :func:`estimate_posterior_mean` over B noisy points.
-
-    Args:
-        x_t: shape (B, D).
-        t: a scalar shared by all rows, or shape (B,).
-        cond: optional pytree with leading dimension B (for RL: the states). When given,
-            ``log_target(x1, cond_row)`` is called with the row's slice; otherwise
-            ``log_target(x1)``.
-        reference: optional Gaussian (mean, std) shared by all rows (see
-            :func:`estimate_posterior_mean`).
-        Other arguments as in :func:`estimate_posterior_mean`; each row gets its own key.
-
-    Returns:
-        PosteriorEstimate with leading dimension B on every field.
-    """
-    _validate(control_variate, num_samples, ridge, clip)
-    x_t, t = _as_float_arrays(x_t, t, "(B, D)", 2)
+    x_t, t = _as_float_arrays(x_t, t)
+    options = (num_samples, control_variate, ridge, clip, latent_tanh)
+    if x_t.ndim == 1:
+        if jnp.ndim(t) != 0:
+            raise ValueError(f"t must be a scalar for one point x_t, got shape {jnp.shape(t)}")
+        if cond is not None:
+            raise ValueError("cond is per row: it needs a batch x_t of shape (B, D)")
+        _check_t_range(t)
+        return _estimate(key, log_target, x_t, t, path, *options, None, reference)
     batch = x_t.shape[0]
     if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and jnp.shape(t)[0] != batch):
         raise ValueError(f"t must be a scalar or have shape ({batch},), got {jnp.shape(t)}")
@@ -373,22 +347,14 @@ def estimate_posterior_mean_batch(
     keys = jax.random.split(key, batch)
 
     def one(k: Array, x: Array, tt: Array, c: Any) -> PosteriorEstimate:
-        return _estimate(
-            k,
-            log_target,
-            x,
-            tt,
-            path,
-            num_samples,
-            control_variate,
-            ridge,
-            clip,
-            latent_tanh,
-            c,
-            reference,
-        )
+        return _estimate(k, log_target, x, tt, path, *options, c, reference)
 
     return jax.vmap(one, in_axes=(0, 0, 0, None if cond is None else 0))(keys, x_t, t, cond)
+
+
+#: The same function as :func:`estimate_posterior_mean`, the name that call sites with a batch
+#: x_t of shape (B, D) read best under.
+estimate_posterior_mean_batch = estimate_posterior_mean
 
 
 def posterior_diagnostics(estimate: PosteriorEstimate) -> dict[str, Array]:

@@ -7,18 +7,12 @@ class (a field redeclared with another default and, if need be, its own ``#:`` d
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, ClassVar
 
 from revflow.agents.base import ACT_MODES, AgentConfig, require
+from revflow.run_key import sanitize
 
-__all__ = ["LoopConfig", "sanitize"]
-
-
-def sanitize(name: str) -> str:
-    """``name`` with every run of characters other than letters, digits, '_', '.', '-' as '_'
-    (how an environment name or a label becomes a directory name)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+__all__ = ["LoopConfig"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +58,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import tyro
+
+from revflow.run_key import RunKey, sanitize
 
 __all__ = [
     "CurveStats",
@@ -118,14 +119,11 @@ class ReportArgs:
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-    """One run directory: its identity, budget and evaluation curve."""
+class Run(RunKey):
+    """One run directory: its identity (:class:`revflow.run_key.RunKey`), budget and
+    evaluation curve."""
 
     path: Path
-    env: str
-    algo: str
-    label: str
-    seed: int
     #: ``train.steps`` of the config (None when absent).
     budget: int | None
     #: The run wrote ``result.json`` (it finished all its steps).
@@ -133,10 +131,6 @@ class Run:
     #: Evaluation steps (strictly increasing) and mean evaluation returns.
     steps: np.ndarray
     returns: np.ndarray
-
-    @property
-    def name(self) -> str:
-        return f"{self.env} / {self.label} / seed {self.seed}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,11 +479,6 @@ def _consistency_notes(
     return notes
 
 
-def _sanitize(name: str) -> str:
-    """The run-directory spelling of an environment name (as :func:`revflow.engine.run_dir_for`)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def _fmt(x: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -602,12 +591,12 @@ def run_report(args: ReportArgs) -> Path:
     notes += _consistency_notes(groups, envs, labels, args.final_window)
 
     def ref_for(env: str) -> tuple[float, float] | None:
-        for key in (env, _sanitize(env)):
+        for key in (env, sanitize(env)):
             if key in refs:
                 return refs[key]
         return DMC_RANGE if env.startswith(DMC_PREFIX) else None
 
-    unknown_refs = sorted(k for k in refs if all(k not in (e, _sanitize(e)) for e in envs))
+    unknown_refs = sorted(k for k in refs if all(k not in (e, sanitize(e)) for e in envs))
     if unknown_refs:
         notes.append(f"--normalize-ref for environments without runs: {', '.join(unknown_refs)}")
     unnormalised = [env for env in envs if ref_for(env) is None]

@@ -19,7 +19,8 @@ from typing import Any
 from revflow.agents.base import AgentConfig
 from revflow.agents.registry import get_agent_class
 from revflow.checkpoint import CheckpointError, list_checkpoints
-from revflow.loop_config import LoopConfig, sanitize
+from revflow.loop_config import LoopConfig
+from revflow.run_key import sanitize
 
 __all__ = [
     "CONFIG_FILE",

@@ -67,8 +67,8 @@ import tyro
 import yaml
 
 from revflow.engine import TrainConfig, _config_dict
-from revflow.loop_config import sanitize
 from revflow.overrides import OverrideError, apply_overrides, split_values
+from revflow.run_key import RunKey, sanitize
 from revflow.rundir import CONFIG_FILE, diff, read_result, run_dir_for, tuplify
 
 __all__ = [
@@ -134,13 +134,10 @@ class SweepArgs:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One run of a sweep: everything the worker needs, as plain JSON-able values."""
+class RunSpec(RunKey):
+    """One run of a sweep (:class:`revflow.run_key.RunKey`): everything the worker needs, as
+    plain JSON-able values."""
 
-    algo: str
-    env: str
-    seed: int
-    label: str
     preset: str
     train: dict[str, Any]
     agent: dict[str, Any]

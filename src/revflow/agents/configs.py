@@ -139,6 +139,10 @@ class CriticFields(AgentConfig):
     critic_hidden: tuple[int, ...] = (256, 256)
     #: Number of Q-networks in the ensemble.
     num_critics: int = 2
+    #: Compute each state's first-layer product once and share it across every action the
+    #: critic scores at that state (reverse samples, particles); equal to the plain critic up
+    #: to float reassociation (``agents.critics.shared_state_q_values``).
+    critic_shared_state: bool = False
 
     #: Critic gradient clipping scope (a field where an agent exposes it).
     critic_clip: ClassVar[str] = "global"

@@ -175,9 +175,9 @@ class CriticEnsemble:
         return cls(net, optimizer, clip == "per-critic", shared_state_product)
 
     @classmethod
-    def from_config(cls, config: Any, shared_state_product: bool = False) -> CriticEnsemble:
+    def from_config(cls, config: Any) -> CriticEnsemble:
         """The ensemble an agent config describes (its ``CriticFields`` and
-        ``OptimiserFields``, and ``network_init``); ``shared_state_product`` as in :meth:`make`."""
+        ``OptimiserFields``, and ``network_init``)."""
         c = config
         return cls.make(
             c.num_critics,
@@ -187,7 +187,7 @@ class CriticEnsemble:
             c.max_grad_norm,
             c.critic_clip,
             c.critic_activation,
-            shared_state_product=shared_state_product,
+            shared_state_product=c.critic_shared_state,
         )
 
     def init(self, key: Array, obs_dim: int, act_dim: int) -> Any:

@@ -32,18 +32,15 @@ __all__ = ["GenerativeAgent"]
 class GenerativeAgent(ActorCriticAgent):
     """Policy, critic and optimisers from the config; ``make_objective`` (a class attribute:
     a function of the agent) gives the algorithm. ``clip`` (None | "iterate" | "endpoint")
-    keeps the diffusion sampler in the latent box. ``SHARED_STATE_PRODUCT``: the critic's
-    ``q_min`` computes the state's first-layer product once per state
-    (:func:`revflow.agents.critics.shared_state_q_values`; equal up to float reassociation)."""
+    keeps the diffusion sampler in the latent box."""
 
     make_objective: ClassVar[Callable[[Any], Objective]]
-    SHARED_STATE_PRODUCT: ClassVar[bool] = False
 
     def __init__(self, config: Any, obs_dim: int, act_dim: int):
         super().__init__(config, obs_dim, act_dim)
         c = config
         self.policy = self.make_policy()
-        self.critic = CriticEnsemble.from_config(c, type(self).SHARED_STATE_PRODUCT)
+        self.critic = CriticEnsemble.from_config(c)
         actor_lr: Any = c.actor_lr
         if c.actor_lr_end is not None:
             actor_lr = optax.linear_schedule(c.actor_lr, c.actor_lr_end, c.lr_decay_updates)

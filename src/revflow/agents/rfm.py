@@ -57,14 +57,16 @@ class RFMConfig(PosteriorConfig):
     10 Euler steps on [0.01, 0.99], K = 100, per-dimension optimal c* (ridge 1e-4, clip 2),
     lam 0.02. Flow policy, linear path, velocity parameterisation (class attributes).
 
-    The last four fields make the defaults those of the authors' code (azizanlab/
+    The fields network_init to critic_clip make the defaults those of the authors' code (azizanlab/
     ReverseFlowMatching, checked by ``benchmarks/fidelity``): every kernel orthogonal with
     gain sqrt 2, their sinusoidal embedding, the actor's squared error averaged over action
     dimensions, and each critic's own TD-loss gradient clipped by its own norm. revflow's
     earlier choices stay selectable: ``network_init="lecun"``, ``embedding="cos-sin-1e4"``,
     ``actor_loss_reduction="sum"`` (a D-times larger actor gradient before clipping),
     ``critic_clip="global"`` (one norm over both critics' gradients of the ensemble-mean
-    loss); the ``revflow`` preset sets all four."""
+    loss); the ``revflow`` preset sets all four. ``critic_shared_state`` changes no quantity
+    (up to float reassociation), only the speed; the ``revflow`` preset turns it off, so that
+    it reproduces the earlier default bit for bit."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "reference": {},
@@ -76,10 +78,12 @@ class RFMConfig(PosteriorConfig):
             "embedding": "cos-sin-1e4",
             "actor_loss_reduction": "sum",
             "critic_clip": "global",
+            "critic_shared_state": False,
         },
     }
 
-    # Runs saved before the four fields below existed had revflow's earlier variant.
+    # Runs saved before the four fields below existed had revflow's earlier variant, and runs
+    # saved before ``critic_shared_state`` existed computed the critic's first layer unshared.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = PRESETS["revflow"]
 
     #: Kernel initialisation of the velocity net and the critics: orthogonal | lecun.
@@ -90,6 +94,10 @@ class RFMConfig(PosteriorConfig):
     actor_loss_reduction: str = "mean"
     #: Critic gradient clipping: per-critic | global.
     critic_clip: str = "per-critic"
+    #: Share each state's critic first-layer product across its K reverse samples and N
+    #: particles (``CriticFields``; equal up to float reassociation). On: it pays in wall time
+    #: at both presets (docs/throughput/shared_state_ab.json).
+    critic_shared_state: bool = True
 
 
 class RFM(GenerativeAgent):
@@ -98,11 +106,6 @@ class RFM(GenerativeAgent):
     name = "rfm"
     Config = RFMConfig
     make_objective = posterior_objective
-    # True: the K reverse samples and N particles of a state share its critic first-layer
-    # product (-1.7 % FLOPs, -6.4 % bytes by XLA's count; docs/throughput/profile.md). Off
-    # until its wall-clock effect is measured: it reassociates the first layer's sum, so runs
-    # made before it would not resume bit-exactly.
-    SHARED_STATE_PRODUCT = False
     METRICS: ClassVar[dict[str, str]] = {
         **METRICS,
         "actor_loss": "velocity regression loss ||v - (mu1 - mu0)||^2 (mean or sum over action "
