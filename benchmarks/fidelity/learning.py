@@ -3,14 +3,17 @@
     python benchmarks/fidelity/learning.py --official DIR --official-python PY [--dry-run]
     revflow report benchmarks/results/fidelity --finished-only --out docs/fidelity
 
+    # on 2 cores: one process per side, each on its own core
+    taskset -c 0 python benchmarks/fidelity/learning.py ... --implementation revflow &
+    taskset -c 1 python benchmarks/fidelity/learning.py ... --implementation authors &
+
 Every run is (implementation, agent, task, seed) for agents rfm, sac and qne (the authors'
-maxentdp, the diffusion baseline), tasks
-dmc:cartpole-swingup and dmc:walker-walk, seeds 0, 1, 2, at a CPU budget: 30,000 env steps,
-5,000 uniform-random warm-up steps, one update per step, an evaluation of 25 episodes (fixed
-seeds 0..24) at step 0 and every 2,500 steps, and the fast values both codes accept (8
-particles, 5 flow steps, K = 16, networks 128 wide, embeddings 64; for qne its ``fast``
-preset's values: 8 evaluation candidates, 10 diffusion steps, K = 32 candidates per noisy
-action). The authors' trainer is driven by ``--override`` flags (rfm with their
+maxentdp, the diffusion baseline), tasks dmc:cartpole-swingup and dmc:walker-walk, seeds
+0, 1, 2, at a CPU budget: 30,000 env steps, 5,000 uniform-random warm-up steps, one update
+per step, an evaluation of 25 episodes (fixed seeds 0..24) at step 0 and every 2,500 steps,
+and the fast values both codes accept (8 particles, 5 flow steps, K = 16, networks 128 wide,
+embeddings 64; for qne its ``fast`` preset's values: 8 evaluation candidates, 10 diffusion
+steps, K = 32 candidates per noisy action). The authors' trainer is driven by ``--override`` flags (rfm with their
 ``configs/rfm.yaml``: gradient clipping 10, as their ``run.sh`` runs it; sac and maxentdp from
 ``configs/default.yaml`` alone) and revflow by ``revflow train`` with its defaults and flags
 that set the same values.
@@ -190,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--official-python", required=True)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--dry-run", action="store_true", help="print the pending commands")
+    parser.add_argument(
+        "--implementation",
+        choices=IMPLEMENTATIONS,
+        help="run only this side's pending runs (two processes, one per side, one core each)",
+    )
     args = parser.parse_args(argv)
     if not (args.official / "main.py").is_file():
         print(f"error: --official {str(args.official)!r} has no main.py", file=sys.stderr)
@@ -197,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.results / "_authors_logs"
     pending = [r for r in plan() if not (r.run_dir(args.results) / "result.json").is_file()]
     print(f"{len(plan()) - len(pending)} of {len(plan())} runs done; {len(pending)} to go")
+    if args.implementation:
+        pending = [r for r in pending if r.implementation == args.implementation]
     for run in pending:
         log_dir = scratch / run.task.replace(":", "_") / run.label / f"seed{run.seed}"
         # a started run (its config.json) resumes, from its last checkpoint or from step 0
