@@ -106,6 +106,8 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     assert "maxentdp.score_samples_num=32" in qne_authors and "--config" not in qne_authors
     qne_revflow = next(x for x in lines if "--algo qne" in x)
     assert "--agent.num-reverse-samples 32" in qne_revflow
+    assert "maxentdp.log_prob_samples=10" in qne_authors
+    assert "--agent.log-prob-samples 10" in qne_revflow
     assert learning.main([*argv, "--dry-run", "--implementation", "authors"]) == 0
     authors_only = capsys.readouterr().out.splitlines()[1:]
     assert len(authors_only) == 18 and all("main.py" in x for x in authors_only)
