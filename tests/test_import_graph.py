@@ -1,5 +1,6 @@
 """The agents' modules import one another without a cycle, and no algorithm module builds on
-another algorithm's module (read from the sources' top-level imports with ``ast``)."""
+another algorithm's module (read from the sources' top-level imports with ``ast``), and each
+algorithm module stays under 300 lines."""
 
 from __future__ import annotations
 
@@ -76,3 +77,11 @@ def test_no_algorithm_module_imports_another() -> None:
     graph = _graph("revflow.agents")
     for module in algorithms:
         assert not graph[module] & (algorithms - {module}), module
+
+
+def test_every_algorithm_module_stays_under_300_lines() -> None:
+    """An algorithm's file holds its config, objective and agent class, nothing shared."""
+    for target in AGENTS.values():
+        path = SRC.parent / (target.partition(":")[0].replace(".", "/") + ".py")
+        lines = len(path.read_text().splitlines())
+        assert lines < 300, f"{path.name}: {lines} lines"

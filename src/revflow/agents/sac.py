@@ -11,9 +11,8 @@ and applications"):
 - temperature: ``alpha = exp(log_alpha)`` tuned so that the policy entropy tracks
   ``target_entropy`` (default ``-act_dim``).
 
-The update is a pure function of the train state, so the engine can ``jax.jit`` it and fuse
-several updates with ``lax.scan``. The warm-up with uniform-random actions is the engine's
-(``TrainConfig.warmup_steps``).
+The update is a pure function of the train state (the engine jits it and fuses several
+updates with ``lax.scan``); the uniform-random warm-up is the engine's.
 
 Defaults ("reference" preset) are those of the authors' SAC (azizanlab/ReverseFlowMatching,
 ``src/agent/sac.py`` with ``configs/default.yaml``; checked by ``benchmarks/fidelity``):
@@ -48,11 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from revflow.agents.actor_critic import (
-    ActorCriticAgent,
-    Objective,
-    temperature_init,
-)
+from revflow.agents.actor_critic import ActorCriticAgent, Objective, temperature_init
 from revflow.agents.base import Array, Batch, require
 from revflow.agents.common import GradientStep, gradient_step, make_optimizer
 from revflow.agents.configs import CriticFields, OptimiserFields
