@@ -54,6 +54,42 @@ FAST_QNE = {
     "particles": 8, "diffusion_steps": 10, "mc_samples": 32, "log_prob_samples": 10,
     "log_prob_steps": 10,
 }  # fmt: skip
+#: Per agent, the same values as revflow ``--agent.<flag>`` options and as the authors'
+#: override keys (sac: the widths alone).
+AGENT_VALUES: dict[str, dict[str, dict[str, int]]] = {
+    "rfm": {
+        "revflow": {
+            "num-particles": FAST["particles"], "num-flow-steps": FAST["flow_steps"],
+            "num-reverse-samples": FAST["mc_samples"], "actor-hidden": FAST["width"],
+            "embed-dim": FAST["emb"],
+        },
+        "authors": {
+            "actor.emb_size": FAST["emb"], "rfm.num_particles_training": FAST["particles"],
+            "rfm.num_particles_data": FAST["particles"],
+            "rfm.num_particles_eval": FAST["particles"],
+            "rfm.num_integration_steps": FAST["flow_steps"],
+            "rfm.num_estimator_mc_samples": FAST["mc_samples"],
+        },
+    },
+    "qne": {
+        "revflow": {
+            "num-particles": FAST_QNE["particles"],
+            "num-flow-steps": FAST_QNE["diffusion_steps"],
+            "num-reverse-samples": FAST_QNE["mc_samples"],
+            "log-prob-samples": FAST_QNE["log_prob_samples"],
+            "log-prob-steps": FAST_QNE["log_prob_steps"], "actor-hidden": FAST["width"],
+            "embed-dim": FAST["emb"],
+        },
+        "authors": {
+            "actor.emb_size": FAST["emb"],
+            "maxentdp.eval_candidate_num": FAST_QNE["particles"],
+            "maxentdp.num_diffusion_steps": FAST_QNE["diffusion_steps"],
+            "maxentdp.score_samples_num": FAST_QNE["mc_samples"],
+            "maxentdp.log_prob_samples": FAST_QNE["log_prob_samples"],
+            "maxentdp.log_prob_steps": FAST_QNE["log_prob_steps"],
+        },
+    },
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -93,27 +129,10 @@ def revflow_command(run: Run, results: Path) -> list[str]:
         "--checkpoint-every", str(b["eval_every"]),
         "--agent.critic-hidden", str(f["width"]), str(f["width"]),
     ]  # fmt: skip
-    if run.agent == "rfm":
-        cmd += [
-            "--agent.num-particles", str(f["particles"]),
-            "--agent.num-flow-steps", str(f["flow_steps"]),
-            "--agent.num-reverse-samples", str(f["mc_samples"]),
-            "--agent.actor-hidden", str(f["width"]),
-            "--agent.embed-dim", str(f["emb"]),
-        ]  # fmt: skip
-    elif run.agent == "qne":
-        q = FAST_QNE
-        cmd += [
-            "--agent.num-particles", str(q["particles"]),
-            "--agent.num-flow-steps", str(q["diffusion_steps"]),
-            "--agent.num-reverse-samples", str(q["mc_samples"]),
-            "--agent.log-prob-samples", str(q["log_prob_samples"]),
-            "--agent.log-prob-steps", str(q["log_prob_steps"]),
-            "--agent.actor-hidden", str(f["width"]),
-            "--agent.embed-dim", str(f["emb"]),
-        ]  # fmt: skip
-    else:
-        cmd += ["--agent.actor-hidden", str(f["width"]), str(f["width"])]
+    if run.agent == "sac":
+        return [*cmd, "--agent.actor-hidden", str(f["width"]), str(f["width"])]
+    for flag, value in AGENT_VALUES[run.agent]["revflow"].items():
+        cmd += [f"--agent.{flag}", str(value)]
     return cmd
 
 
@@ -134,29 +153,7 @@ def official_command(run: Run, official: Path, python: str, log_dir: Path) -> li
         "logger.save_agent": "false",
         "logger.log_dir": str(log_dir),
     }
-    if run.agent == "rfm":
-        overrides.update(
-            {
-                "actor.emb_size": f["emb"],
-                "rfm.num_particles_training": f["particles"],
-                "rfm.num_particles_data": f["particles"],
-                "rfm.num_particles_eval": f["particles"],
-                "rfm.num_integration_steps": f["flow_steps"],
-                "rfm.num_estimator_mc_samples": f["mc_samples"],
-            }
-        )
-    if run.agent == "qne":
-        q = FAST_QNE
-        overrides.update(
-            {
-                "actor.emb_size": f["emb"],
-                "maxentdp.eval_candidate_num": q["particles"],
-                "maxentdp.num_diffusion_steps": q["diffusion_steps"],
-                "maxentdp.score_samples_num": q["mc_samples"],
-                "maxentdp.log_prob_samples": q["log_prob_samples"],
-                "maxentdp.log_prob_steps": q["log_prob_steps"],
-            }
-        )
+    overrides.update(AGENT_VALUES.get(run.agent, {}).get("authors", {}))
     cmd = [python, str(official / "main.py")]
     config = official / "configs" / f"{OFFICIAL_ALGO[run.agent]}.yaml"
     if config.is_file():
