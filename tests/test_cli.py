@@ -114,11 +114,6 @@ def test_train_then_eval(tmp_path: Path, capsys) -> None:
     assert main(["eval", str(run), "--episodes", "2", "--mode", "sample"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint at step 400" in out and "±" in out and "over 2 episodes" in out
-    # Its defaults repeat the run's own final evaluation of that checkpoint.
-    final = json.loads((run / "result.json").read_text())["final_eval"]
-    assert main(["eval", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert f"return {final['return_mean']:.2f} ± {final['return_std']:.2f}" in out, out
     # Training into the same directory again is refused with a pointer to --resume.
     assert main(["train", "--algo", "sac", *TINY, "--run-dir", str(tmp_path)]) == 2
     assert "--resume" in _error_line(capsys)
@@ -127,6 +122,20 @@ def test_train_then_eval(tmp_path: Path, capsys) -> None:
     if importlib.util.find_spec("imageio_ffmpeg") is None:
         assert main(["eval", str(run), "--video", str(tmp_path / "x.mp4")]) == 2
         assert "imageio-ffmpeg" in _error_line(capsys)
+
+
+def test_eval_defaults_repeat_the_runs_own_final_evaluation(tmp_path: Path, capsys) -> None:
+    """``revflow eval RUN`` with no options: the run's eval mode, episodes and fixed seeds,
+    so it prints the return of the run's final evaluation of that checkpoint."""
+    argv = [*TINY, "--eval-every", "400", "--eval-episodes", "3", "--run-dir", str(tmp_path)]
+    assert main(["train", "--algo", "sac", *argv]) == 0
+    run = tmp_path / "gym_Pendulum-v1" / "sac" / "seed0"
+    final = json.loads((run / "result.json").read_text())["final_eval"]
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"return {final['return_mean']:.2f} ± {final['return_std']:.2f}" in out, out
+    assert "mode best-of-n" in out and "over 3 episodes (seed 0)" in out
 
 
 def test_bench_throughput_json(tmp_path: Path) -> None:

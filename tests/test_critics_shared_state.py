@@ -132,9 +132,11 @@ def test_rfm_update_equals_the_unshared_update():
         num_flow_steps=3,
         num_reverse_samples=8,
     )
-    plain = make_agent("rfm", config, OBS, ACT)
-    assert not plain.critic.shared_state_product  # off by default (CriticFields)
-    agent = make_agent("rfm", dataclasses.replace(config, critic_shared_state=True), OBS, ACT)
+    assert config.critic_shared_state  # rfm's default
+    assert not make_config("rfm", "revflow").critic_shared_state
+    plain = make_agent("rfm", dataclasses.replace(config, critic_shared_state=False), OBS, ACT)
+    assert not plain.critic.shared_state_product
+    agent = make_agent("rfm", config, OBS, ACT)
     assert agent.critic.shared_state_product
     r = np.random.default_rng(0)
     f = lambda *s: jnp.asarray(r.standard_normal(s), jnp.float32)

@@ -72,3 +72,24 @@ def test_every_is_due_at_the_first_chunk_end_at_or_after_its_step(start: int, ev
 def test_every_zero_is_never_due() -> None:
     never = Every.after(0, 0)
     assert not never.due(10**9) and not never.due(5, final=True)
+
+
+def test_a_config_saved_before_a_field_existed_compares_equal() -> None:
+    """A checkpoint's or config.json's dict that lacks a field (saved before it existed)
+    compares as it loads: the field at its legacy / class default, so an old run resumes;
+    a value that really differs still differs."""
+    from revflow.agents.registry import make_config
+
+    cfg = TrainConfig(algo="rfm", env="gym:Pendulum-v1")
+    now = rundir.config_dict(cfg, make_config("rfm", "fast"), {"batch_size": 256})
+    old = {**now, "agent": {k: v for k, v in now["agent"].items() if k != "critic_shared_state"}}
+    # rfm's runs saved before the option computed the critic unshared: they load it off.
+    assert rundir.comparable(old, TrainConfig)["agent"]["critic_shared_state"] is False
+    off = rundir.config_dict(
+        cfg, make_config("rfm", "fast", critic_shared_state=False), {"batch_size": 256}
+    )
+    assert rundir.diff(rundir.comparable(old, TrainConfig), off) == []
+    assert rundir.diff(rundir.comparable(old, TrainConfig), now) == [
+        "agent.critic_shared_state: False != True"
+    ]
+    assert rundir.comparable({"agent": {}}, TrainConfig) == {"agent": {}}  # not a config

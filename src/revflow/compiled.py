@@ -511,8 +511,10 @@ def _config_dict(cfg: CompiledConfig, agent_cfg: AgentConfig, mesh: Mesh) -> dic
 
 
 def _check_config(saved: Any, current: dict[str, Any], what: str) -> None:
-    """Raise :class:`ConfigMismatchError` naming every differing key. ``resolved.devices`` is
-    not compared: a run may continue on other devices (module docstring)."""
+    """Raise :class:`ConfigMismatchError` naming every differing key, after filling the
+    fields either side lacks as loading fills them (:func:`revflow.rundir.comparable`).
+    ``resolved.devices`` is not compared: a run may continue on other devices (module
+    docstring)."""
 
     def comparable(config: Any) -> Any:
         if not isinstance(config, dict):
@@ -520,6 +522,7 @@ def _check_config(saved: Any, current: dict[str, Any], what: str) -> None:
         resolved = {k: v for k, v in config.get("resolved", {}).items() if k != "devices"}
         return {**config, "resolved": resolved}
 
+    saved, current = (rundir.comparable(c, CompiledConfig) for c in (saved, current))
     diffs = rundir.diff(comparable(saved), comparable(current))
     if diffs:
         raise ConfigMismatchError(f"{what}: " + "; ".join(diffs))

@@ -342,13 +342,15 @@ def _restore_run(
     """Restore the newest intact checkpoint of a run (or that of ``step``) whose config is
     one of :func:`revflow.rundir.config_choices`; ``notify`` hears of every newer one skipped
     and why."""
+    keys = ("train", "agent", "resolved")
     choices = [
-        {k: c.get(k) for k in ("train", "agent", "resolved")} for c in config_choices(run_dir)
+        {k: c.get(k) for k in keys}
+        for c in (rundir.comparable(c, TrainConfig) for c in config_choices(run_dir))
     ]
 
     def check_config(ref: CheckpointRef, extra: dict[str, Any]) -> None:
-        saved = extra.get("config") or {}
-        saved = {k: saved.get(k) for k in ("train", "agent", "resolved")}
+        saved = rundir.comparable(extra.get("config") or {}, TrainConfig)
+        saved = {k: saved.get(k) for k in keys}
         if all(rundir.diff(saved, c) for c in choices):
             raise ConfigMismatchError(
                 f"{ref.describe()} in {run_dir} was written with another config than "

@@ -26,6 +26,7 @@ __all__ = [
     "CONFIG_FILE",
     "RESULT_FILE",
     "ConfigMismatchError",
+    "comparable",
     "config_choices",
     "config_dict",
     "configs_from_dict",
@@ -129,6 +130,20 @@ def configs_from_dict(
     except ValueError as err:
         raise ConfigMismatchError(f"{where}{err}") from None
     return cfg, agent_cfg
+
+
+def comparable(d: Any, loop_cls: type[LoopConfig]) -> Any:
+    """A saved config dict (``config.json``'s, or a checkpoint's) with the fields it lacks
+    filled as loading it fills them (``LEGACY_DEFAULTS``, then the class defaults), so that
+    a config saved before a field existed compares equal to the config it loads as. A dict
+    that does not load is returned as it is (the comparison then names its differences)."""
+    if not isinstance(d, dict) or not isinstance(d.get(loop_cls.SECTION), dict):
+        return d
+    try:
+        cfg, agent_cfg = configs_from_dict(d, loop_cls)
+    except (ConfigMismatchError, ValueError, TypeError, KeyError, AttributeError):
+        return d
+    return {**d, loop_cls.SECTION: dataclasses.asdict(cfg), "agent": agent_cfg.to_dict()}
 
 
 def load_run(run_dir: str | Path, loop_cls: type[LoopConfig]) -> tuple[Any, AgentConfig]:
