@@ -413,3 +413,42 @@ def test_w2_known_values_and_published_numbers():
     assert vals.shape == (3,) and np.all(np.abs(vals - 10.0 * math.sqrt(2.0)) < 0.6)
     assert gmm40.PUBLISHED_W2["exact samples vs ground truth"] == (4.159, 0.604)
     assert gmm40.PUBLISHED_W2["iDEM"] == (7.698, 1.442)
+
+
+def test_gmm40_resumes_from_its_records(tmp_path, monkeypatch):
+    """An interrupted GMM-40 comparison keeps its finished (method, seed) results: they are not
+    trained again; a record of another setup, or a corrupt line, is dropped and redone."""
+    import json
+
+    import revflow.sampling
+    from revflow.toy import gmm40
+
+    args = gmm40.Gmm40Args(out=str(tmp_path), methods="qne", seeds=2, steps=7, progress=False)
+    setup = gmm40._setup(args)
+    rec = {"method": "qne", "w2_mean": 9.0, "w2_std": 1.0, "setup": setup}
+    lines = [
+        json.dumps(rec | {"seed": 0}),
+        json.dumps(rec | {"seed": 1, "setup": {**setup, "steps": 8}}),  # another budget
+        '{"method": "qne", "seed": 1, "w2_me',  # cut off mid-write
+    ]
+    (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n")
+    assert set(gmm40._finished_records(tmp_path / "records.jsonl", setup)) == {("qne", 0)}
+
+    trained = []
+
+    def fake_fit(*a, **kw):
+        trained.append(kw)
+        raise RuntimeError("stop after the first training")
+
+    monkeypatch.setattr(revflow.sampling, "fit", fake_fit)
+    monkeypatch.setattr(gmm40, "w2_batches", lambda *a, **kw: np.ones(25))
+    with pytest.raises(RuntimeError, match="stop after"):
+        gmm40.run_gmm40(args)
+    assert len(trained) == 1  # seed 1 only: seed 0 was recorded with this setup
+    kept = (tmp_path / "records.jsonl").read_text().splitlines()
+    assert [json.loads(x)["seed"] for x in kept] == [0]
+
+    args.seeds = 1
+    summary = gmm40.run_gmm40(args)  # everything recorded: nothing to train
+    assert len(trained) == 1 and [r["w2_mean"] for r in summary["results"]] == [9.0]
+    assert "revflow qne | 9.000" in (tmp_path / "results.md").read_text()

@@ -28,6 +28,7 @@ Euclidean cost, square root), mean ± std over 25 batches (:func:`w2_batches`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -142,10 +143,31 @@ def _table(records: list[dict], exact: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _setup(args: Gmm40Args) -> dict:
+    """What a recorded (method, seed) result depends on besides its method and seed."""
+    keys = ("steps", "num_reverse_samples", "proposal", "broad_std")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _finished_records(path: Path, setup: dict) -> dict[tuple[str, int], dict]:
+    """The records of ``path`` made with ``setup`` (an interrupted run's finished part),
+    keyed by (method, seed); records of another setup, or unreadable lines, are dropped."""
+    done: dict[tuple[str, int], dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("setup") == setup:
+                done[(rec["method"], rec["seed"])] = rec
+    return done
+
+
 def run_gmm40(args: Gmm40Args) -> dict:
     """Train each method on GMM-40 with each seed, measure W2 as the blog post does, and
-    write results.json, results.md and samples.png under ``args.out``."""
-    import json
+    write results.json, results.md and samples.png under ``args.out``. Resumable: a (method,
+    seed) recorded in ``records.jsonl`` with the same setup is not trained again."""
     import time
 
     from revflow.sampling import fit, get_method
@@ -159,14 +181,22 @@ def run_gmm40(args: Gmm40Args) -> dict:
     target = get_target("gmm40")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "records.jsonl").write_text("")
+    setup = _setup(args)
+    done = _finished_records(out / "records.jsonl", setup)
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in done.values()))
     start = time.perf_counter()
     exact = w2_batches(target.sample, target.sample, jax.random.key(12345))
     print(f"exact vs exact: W2 {exact.mean():.3f} ± {exact.std():.3f} (25 batches of 1000)")
-    records, shown = [], {}
+    records, shown, training = [], {}, {}
     for m in [] if args.exact_only else methods:
         spec = get_method(m)
         for seed in range(args.seeds):
+            if (m, seed) in done:  # finished by an earlier, interrupted invocation
+                records.append(done[(m, seed)])
+                print(f"{m} seed {seed}: W2 {done[(m, seed)]['w2_mean']:.3f} (recorded)")
+                if seed == 0 and (out / f"samples_{m}.npy").exists():
+                    shown[m] = np.load(out / f"samples_{m}.npy")
+                continue
             key = jax.random.key(seed)
             k_fit, k_eval = jax.random.split(key)
             sampler = fit(
@@ -182,6 +212,7 @@ def run_gmm40(args: Gmm40Args) -> dict:
                 broad_std=args.broad_std,
                 num_reverse_samples=args.num_reverse_samples,
             )
+            training = dataclasses.asdict(sampler.config)
             vals = w2_batches(sampler.sample, target.sample, k_eval)
             rec = {
                 "method": m,
@@ -191,6 +222,7 @@ def run_gmm40(args: Gmm40Args) -> dict:
                 "w2_batches": [float(v) for v in vals],
                 "skipped_updates": sampler.skipped_updates,
                 "train_time_s": round(sampler.train_time, 1),
+                "setup": setup,
             }
             records.append(rec)
             with (out / "records.jsonl").open("a") as f:  # survives an interrupted run
@@ -198,6 +230,7 @@ def run_gmm40(args: Gmm40Args) -> dict:
             print(f"{m} seed {seed}: W2 {vals.mean():.3f} ± {vals.std():.3f}", flush=True)
             if seed == 0:
                 shown[m] = np.asarray(sampler.sample(jax.random.key(99), 2000))
+                np.save(out / f"samples_{m}.npy", shown[m])
     wall = time.perf_counter() - start
     summary = {
         "target": "gmm40 (FAB / iDEM)",
@@ -207,7 +240,7 @@ def run_gmm40(args: Gmm40Args) -> dict:
         "published_source": PUBLISHED_SOURCE,
         "exact_vs_exact": {"mean": float(exact.mean()), "std": float(exact.std())},
         "args": dataclasses.asdict(args),
-        "training": {**dataclasses.asdict(sampler.config)} if records else {},
+        "training": training,  # the fit's TrainConfig ({} when nothing was trained)
         "wall_time_s": round(wall, 1),
         "results": records,
     }
