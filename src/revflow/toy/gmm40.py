@@ -106,7 +106,7 @@ class Gmm40Args:
     """Arguments of the GMM-40 comparison."""
 
     out: str = "out/toy_gmm40"
-    methods: str = "idem,qne,rfm-none,rfm"
+    methods: str = "fm-exact,rfm,rfm-optimal-shrunk,rfm-none,qne,idem"
     """comma-separated names of revflow.sampling.METHODS"""
     seeds: int = 3
     """seeds 0 .. seeds-1 per method"""
