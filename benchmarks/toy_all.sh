@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full toy grid (every 2-D toy x every method with the oracle x 3 seeds, 1000 updates),
 # resumably: one output directory per (target, seed), docs/toy_all/<target>/all-seed<s>; a
-# directory with its results.json is finished and skipped. Two workers, each pinned to one
-# core, take the (target, seed) pieces from one queue.
+# directory with its results.json is finished and skipped, an interrupted one trains only the
+# runs its records.jsonl lacks (revflow toy resumes). Two workers, each pinned to one core,
+# take the (target, seed) pieces from one queue.
 #
 #   bash benchmarks/toy_all.sh            # then: python -m revflow.toy.command docs/toy_all/*/all-seed*/records.jsonl
 set -euo pipefail

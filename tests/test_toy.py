@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -344,7 +345,9 @@ def test_table_from_records_files(tmp_path):
     assert "| grid | rfm | 5 | 1.000 ± 0 | 0.50 ± 0 | 2.000 ± 0 | 3, 3 / 16 | 1.0 |" in table
 
 
-def test_run_toy_writes_table_and_figure(tmp_path):
+def test_run_toy_writes_table_and_figure(tmp_path, monkeypatch):
+    """The benchmark's files; run again in the same directory, it trains only what is not
+    recorded with the same setup (or whose figure samples are gone)."""
     args = ToyArgs(
         target="two-moons",
         method="rfm,qne,fm-exact",
@@ -371,6 +374,28 @@ def test_run_toy_writes_table_and_figure(tmp_path):
     assert "| two-moons | rfm |" in md and "MMD^2" in md
     assert "fm-exact: the oracle reference" in md
     assert (tmp_path / "samples.png").stat().st_size > 10_000
+
+    import revflow.toy.command as command
+
+    trained = []
+    real_train = command.train
+    monkeypatch.setattr(
+        command, "train", lambda t, m, *a, **kw: trained.append(m) or real_train(t, m, *a, **kw)
+    )
+    again = run_toy(args)  # everything recorded: nothing trained, the same results
+    assert trained == [] and again["results"] == summary["results"]
+    path = tmp_path / "records.jsonl"
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3
+    path.write_text(lines[0] + "\n" + lines[2] + "\n" + lines[1][:40])  # qne's cut mid-write
+    (tmp_path / "samples_two-moons_fm-exact.npy").unlink()  # the figure's samples are gone
+    third = run_toy(args)
+    assert trained == ["qne", "fm-exact"]
+    assert third["results"][0] == summary["results"][0]  # rfm: reused
+    assert len(path.read_text().splitlines()) == 3
+    trained.clear()
+    run_toy(dataclasses.replace(args, steps=21))  # another budget: a new setup
+    assert trained == ["rfm", "qne", "fm-exact"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +457,11 @@ def test_gmm40_resumes_from_its_records(tmp_path, monkeypatch):
         '{"method": "qne", "seed": 1, "w2_me',  # cut off mid-write
     ]
     (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n")
-    assert set(gmm40._finished_records(tmp_path / "records.jsonl", setup)) == {("qne", 0)}
+    from revflow.toy import records
+
+    done = records.finished_records(tmp_path / "records.jsonl", ("method", "seed"))
+    assert records.run_key(("qne", 0), setup) in done
+    assert records.run_key(("qne", 1), setup) not in done
 
     trained = []
 

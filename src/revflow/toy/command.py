@@ -10,7 +10,11 @@ for ``--seeds`` seeds, scores the samples against exact ground truth
 - ``results.md``: the table in markdown (mean ± std over seeds; an ``exact`` row per target
   scores independent exact samples, the floor of each metric);
 - ``samples.png``: one row per target, columns = ground truth then each method (first seed,
-  largest budget), same axes.
+  largest budget), same axes;
+- ``records.jsonl``: one line per finished run, written as it finishes, and
+  ``samples_<target>_<method>.npy``: the figure's samples. An interrupted invocation, run
+  again with the same ``--out``, trains only the runs not recorded there with the same setup
+  (:mod:`revflow.toy.records`).
 
 The default (``revflow toy``) is fm-exact and rfm on the three toys, 1000 updates, one seed;
 ``revflow toy --all`` is every method on every toy, 3 seeds.
@@ -37,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from revflow.sampling.api import make_config
+from revflow.toy import records
 from revflow.toy.metrics import MMD_BANDWIDTHS, MODE_MIN_FRACTION, SINKHORN_EPSILON, all_metrics
 from revflow.toy.targets import TARGETS, TOY_TARGETS, get_target
 from revflow.toy.train import METHODS, TrainConfig, TrainResult, train
@@ -172,11 +177,11 @@ def _mean_std(values: list[float], digits: int = 3) -> str:
 _COLUMNS = ("target", "method", "updates", "SW2", "MMD^2", "Sinkhorn", "modes", "train s")
 
 
-def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (target, method, updates): metrics as mean ± std over seeds (population
     std), modes per seed, mean train time."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for rec in records:
+    for rec in recs:
         groups.setdefault((rec["target"], rec["method"], rec["steps"]), []).append(rec)
     rows = []
     for (target, method, steps), recs in groups.items():
@@ -304,17 +309,53 @@ def _command_line(args: ToyArgs) -> str:
     return " ".join(parts)
 
 
+@dataclasses.dataclass
+class _Shown:
+    """What the figure needs of a run: its samples and its metrics."""
+
+    samples: np.ndarray
+    metrics: dict[str, Any]
+
+
+def _setup(args: ToyArgs, cfg: TrainConfig) -> dict[str, Any]:
+    """What a recorded (target, method, updates, seed) result depends on besides those four:
+    the training configuration, the evaluation sample size and the ground-truth seed."""
+    return {
+        "config": dataclasses.asdict(cfg),
+        "num_eval_samples": args.num_eval_samples,
+        "truth_seed": args.seed,
+    }
+
+
+def _samples_file(out: Path, target: str, method: str) -> Path:
+    return out / f"samples_{target}_{method}.npy"
+
+
 def run_toy(args: ToyArgs) -> dict[str, Any]:
-    """Train, score, print and save the benchmark (module docstring). Returns the JSON dict."""
+    """Train, score, print and save the benchmark (module docstring). Returns the JSON dict.
+
+    Resumable (:mod:`revflow.toy.records`): a run recorded in ``out/records.jsonl`` with the
+    same setup is not trained again."""
     targets, methods, configs = validate(args)
     seeds = [args.seed + i for i in range(3 if args.all and args.seeds == 1 else args.seeds)]
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    (out / "records.jsonl").write_text("")
+    path = out / "records.jsonl"
+    done = records.finished_records(path, ("target", "method", "steps", "seed"))
+    reused = {}  # key -> record of the runs an earlier invocation finished
+    for tname in targets:
+        for method in methods:
+            for cfg in configs:
+                for seed in seeds:
+                    key = records.run_key((tname, method, cfg.steps, seed), _setup(args, cfg))
+                    shows = seed == seeds[0] and cfg is configs[-1]  # the figure's run
+                    if key in done and (not shows or _samples_file(out, tname, method).exists()):
+                        reused[key] = done[key]
+    records.rewrite(path, list(reused.values()))
     start = time.perf_counter()
-    truths, shown, records, floors = {}, {}, [], []
+    truths, shown, results, floors = {}, {}, [], []
     for ti, tname in enumerate(targets):
         target = get_target(tname)
         k_truth, k_floor = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), ti))
@@ -332,6 +373,20 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
         for method in methods:
             for cfg in configs:
                 for seed in seeds:
+                    setup = _setup(args, cfg)
+                    figure = seed == seeds[0] and cfg is configs[-1]  # the run it shows
+                    samples_file = _samples_file(out, tname, method)
+                    rec = reused.get(records.run_key((tname, method, cfg.steps, seed), setup))
+                    if rec is not None:
+                        # finished by an earlier, interrupted invocation
+                        results.append(rec)
+                        if figure:
+                            shown[(tname, method)] = _Shown(np.load(samples_file), rec)
+                        console.log(
+                            f"{tname} / {method} / {cfg.steps} updates / seed {seed}: "
+                            f"MMD^2 {_fmt(rec['mmd2'], 2)} (recorded)"
+                        )
+                        continue
                     # Same key for every method on a target and seed: same init seed, same
                     # metric projections.
                     k_run = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), ti), 7)
@@ -344,12 +399,12 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
                         truth=truths[tname],
                         progress=args.progress,
                     )
-                    rec = _record(r, cfg.steps, seed)
-                    records.append(rec)
-                    with (out / "records.jsonl").open("a") as f:  # survives an interrupted run
-                        f.write(json.dumps(rec) + "\n")
-                    if seed == seeds[0] and cfg is configs[-1]:
-                        shown[(tname, method)] = r
+                    rec = _record(r, cfg.steps, seed) | {"setup": setup}
+                    results.append(rec)
+                    if figure:
+                        np.save(samples_file, np.asarray(r.samples))
+                        shown[(tname, method)] = _Shown(np.asarray(r.samples), r.metrics)
+                    records.append(path, rec)  # survives an interrupted run
                     console.log(
                         f"{tname} / {method} / {cfg.steps} updates / seed {seed}: "
                         f"SW {_fmt(rec['sw'])}, MMD^2 {_fmt(rec['mmd2'], 2)}, Sinkhorn "
@@ -371,8 +426,8 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
     rows = []
     for tname in targets:
         rows += aggregate([f for f in floors if f["target"] == tname])
-        rows += aggregate([r for r in records if r["target"] == tname])
-    summary = {**header, "exact_floor": floors, "results": records, "table": rows}
+        rows += aggregate([r for r in results if r["target"] == tname])
+    summary = {**header, "exact_floor": floors, "results": results, "table": rows}
 
     table = Table(title=f"2-D Boltzmann sampling benchmark ({wall:.0f} s, {header['machine']})")
     for col in _COLUMNS:
@@ -393,9 +448,9 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
 def table_from_records(paths: list[str]) -> str:
     """The markdown table (mean ± std over seeds) of the records in ``records.jsonl`` files,
     e.g. of runs stopped before they wrote ``results.md``."""
-    records = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    recs = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
     lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join("---" for _ in _COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_row(row)) + " |" for row in aggregate(records)]
+    lines += ["| " + " | ".join(_row(row)) + " |" for row in aggregate(recs)]
     return "\n".join(lines) + "\n"
 
 

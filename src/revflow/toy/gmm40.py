@@ -36,6 +36,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from revflow.toy import records
+
 Array = jax.Array
 
 NUM_MODES, LOC_SCALING, LOG_VAR_SCALING, SEED = 40, 40.0, 1.0, 0
@@ -149,21 +151,6 @@ def _setup(args: Gmm40Args) -> dict:
     return {k: getattr(args, k) for k in keys}
 
 
-def _finished_records(path: Path, setup: dict) -> dict[tuple[str, int], dict]:
-    """The records of ``path`` made with ``setup`` (an interrupted run's finished part),
-    keyed by (method, seed); records of another setup, or unreadable lines, are dropped."""
-    done: dict[tuple[str, int], dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and rec.get("setup") == setup:
-                done[(rec["method"], rec["seed"])] = rec
-    return done
-
-
 def run_gmm40(args: Gmm40Args) -> dict:
     """Train each method on GMM-40 with each seed, measure W2 as the blog post does, and
     write results.json, results.md and samples.png under ``args.out``. Resumable: a (method,
@@ -182,18 +169,24 @@ def run_gmm40(args: Gmm40Args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = _setup(args)
-    done = _finished_records(out / "records.jsonl", setup)
-    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+    done = records.finished_records(out / "records.jsonl", ("method", "seed"))
+    reused = {
+        (m, seed): done[key]
+        for m in methods
+        for seed in range(args.seeds)
+        if (key := records.run_key((m, seed), setup)) in done
+    }
+    records.rewrite(out / "records.jsonl", list(reused.values()))
     start = time.perf_counter()
     exact = w2_batches(target.sample, target.sample, jax.random.key(12345))
     print(f"exact vs exact: W2 {exact.mean():.3f} ± {exact.std():.3f} (25 batches of 1000)")
-    records, shown, training = [], {}, {}
+    results, shown, training = [], {}, {}
     for m in [] if args.exact_only else methods:
         spec = get_method(m)
         for seed in range(args.seeds):
-            if (m, seed) in done:  # finished by an earlier, interrupted invocation
-                records.append(done[(m, seed)])
-                print(f"{m} seed {seed}: W2 {done[(m, seed)]['w2_mean']:.3f} (recorded)")
+            if (m, seed) in reused:  # finished by an earlier, interrupted invocation
+                results.append(reused[(m, seed)])
+                print(f"{m} seed {seed}: W2 {reused[(m, seed)]['w2_mean']:.3f} (recorded)")
                 if seed == 0 and (out / f"samples_{m}.npy").exists():
                     shown[m] = np.load(out / f"samples_{m}.npy")
                 continue
@@ -224,9 +217,8 @@ def run_gmm40(args: Gmm40Args) -> dict:
                 "train_time_s": round(sampler.train_time, 1),
                 "setup": setup,
             }
-            records.append(rec)
-            with (out / "records.jsonl").open("a") as f:  # survives an interrupted run
-                f.write(json.dumps(rec) + "\n")
+            results.append(rec)
+            records.append(out / "records.jsonl", rec)  # survives an interrupted run
             print(f"{m} seed {seed}: W2 {vals.mean():.3f} ± {vals.std():.3f}", flush=True)
             if seed == 0:
                 shown[m] = np.asarray(sampler.sample(jax.random.key(99), 2000))
@@ -242,14 +234,14 @@ def run_gmm40(args: Gmm40Args) -> dict:
         "args": dataclasses.asdict(args),
         "training": training,  # the fit's TrainConfig ({} when nothing was trained)
         "wall_time_s": round(wall, 1),
-        "results": records,
+        "results": results,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(
         "# GMM-40 (FAB / iDEM target): W2 between 1000 model and 1000 exact samples\n\n"
         f"Command: `python -m revflow.toy.gmm40 --out {args.out} --steps {args.steps} "
         f"--seeds {args.seeds} --methods {args.methods}`. Wall time {wall:.0f} s.\n\n"
-        + _table(records, exact)
+        + _table(results, exact)
     )
     if shown:
         _figure(out / "samples.png", target, shown)
