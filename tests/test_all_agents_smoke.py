@@ -8,9 +8,8 @@ and the agents' state handling, not learning. A run's cost is almost all XLA com
 so the three runs of one agent share their jitted update and act functions (``shared_jit``):
 the resumed run still compiles once more (restored arrays are committed to the device, a
 new jit signature), the two fresh runs share one compilation. The executable is a pure
-function of the train state, so sharing it changes nothing the test checks; resuming with a
-freshly compiled program in a new process is covered by
-``test_engine.test_resume_after_sigkill_is_bit_exact``.
+function of the train state, so sharing it changes nothing the test checks; resuming in a
+new process is covered by ``test_engine.test_resume_after_sigkill_is_bit_exact``.
 """
 
 from __future__ import annotations
