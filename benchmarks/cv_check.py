@@ -50,7 +50,8 @@ def main(root: str = "benchmarks/results/cv_check") -> int:
         se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("inf")
         mean = float(d.mean()) if d.size else float("nan")
         helps.append(d.size > 1 and mean > 2 * se)
-        lines.append(f"| {env} | mean of {d.size} pair{'s' * (d.size != 1)} | | | {mean:+.1f} ± {se:.1f} (SE) |")
+        pairs = f"mean of {d.size} pair{'s' * (d.size != 1)}"
+        lines.append(f"| {env} | {pairs} | | | {mean:+.1f} ± {se:.1f} (SE) |")
     print("\n".join(lines))
     verdict = "helps" if envs and all(helps) else "does not help"
     detail = ", ".join(f"{e}: {'yes' if h else 'no'}" for e, h in zip(envs, helps, strict=True))
