@@ -33,7 +33,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -327,6 +327,21 @@ def _setup(args: ToyArgs, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+class _Planned(NamedTuple):
+    """One run of an invocation: what names it, its setup, and whether the figure shows it."""
+
+    target: str
+    method: str
+    cfg: TrainConfig
+    seed: int
+    setup: dict[str, Any]
+    shows: bool
+
+    @property
+    def key(self) -> tuple:
+        return records.run_key((self.target, self.method, self.cfg.steps, self.seed), self.setup)
+
+
 def _samples_file(out: Path, target: str, method: str) -> Path:
     return out / f"samples_{target}_{method}.npy"
 
@@ -342,17 +357,24 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    # Every run of this invocation, in order; the figure shows the first seed at the largest
+    # budget of each (target, method).
+    plan = [
+        _Planned(
+            tname, method, cfg, seed, _setup(args, cfg), seed == seeds[0] and cfg is configs[-1]
+        )
+        for tname in targets
+        for method in methods
+        for cfg in configs
+        for seed in seeds
+    ]
     path = out / "records.jsonl"
     done = records.finished_records(path, ("target", "method", "steps", "seed"))
-    reused = {}  # key -> record of the runs an earlier invocation finished
-    for tname in targets:
-        for method in methods:
-            for cfg in configs:
-                for seed in seeds:
-                    key = records.run_key((tname, method, cfg.steps, seed), _setup(args, cfg))
-                    shows = seed == seeds[0] and cfg is configs[-1]  # the figure's run
-                    if key in done and (not shows or _samples_file(out, tname, method).exists()):
-                        reused[key] = done[key]
+    reused = {  # the runs an earlier invocation finished (with the figure's samples saved)
+        p.key: done[p.key]
+        for p in plan
+        if p.key in done and (not p.shows or _samples_file(out, p.target, p.method).exists())
+    }
     records.rewrite(path, list(reused.values()))
     start = time.perf_counter()
     truths, shown, results, floors = {}, {}, [], []
@@ -370,47 +392,45 @@ def run_toy(args: ToyArgs) -> dict[str, Any]:
             {"target": tname, "method": "exact", "steps": 0, "seed": args.seed, **floor}
             | {"train_time_s": 0.0}
         )
-        for method in methods:
-            for cfg in configs:
-                for seed in seeds:
-                    setup = _setup(args, cfg)
-                    figure = seed == seeds[0] and cfg is configs[-1]  # the run it shows
-                    samples_file = _samples_file(out, tname, method)
-                    rec = reused.get(records.run_key((tname, method, cfg.steps, seed), setup))
-                    if rec is not None:
-                        # finished by an earlier, interrupted invocation
-                        results.append(rec)
-                        if figure:
-                            shown[(tname, method)] = _Shown(np.load(samples_file), rec)
-                        console.log(
-                            f"{tname} / {method} / {cfg.steps} updates / seed {seed}: "
-                            f"MMD^2 {_fmt(rec['mmd2'], 2)} (recorded)"
-                        )
-                        continue
-                    # Same key for every method on a target and seed: same init seed, same
-                    # metric projections.
-                    k_run = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), ti), 7)
-                    r = train(
-                        target,
-                        method,
-                        cfg,
-                        k_run,
-                        num_eval_samples=args.num_eval_samples,
-                        truth=truths[tname],
-                        progress=args.progress,
-                    )
-                    rec = _record(r, cfg.steps, seed) | {"setup": setup}
-                    results.append(rec)
-                    if figure:
-                        np.save(samples_file, np.asarray(r.samples))
-                        shown[(tname, method)] = _Shown(np.asarray(r.samples), r.metrics)
-                    records.append(path, rec)  # survives an interrupted run
-                    console.log(
-                        f"{tname} / {method} / {cfg.steps} updates / seed {seed}: "
-                        f"SW {_fmt(rec['sw'])}, MMD^2 {_fmt(rec['mmd2'], 2)}, Sinkhorn "
-                        f"{_fmt(rec['sinkhorn'])}, modes {rec['modes']}/{rec['modes_total']}, "
-                        f"{rec['train_time_s']:.1f} s"
-                    )
+        for p in plan:
+            if p.target != tname:
+                continue
+            method, cfg, seed = p.method, p.cfg, p.seed
+            samples_file = _samples_file(out, tname, method)
+            rec = reused.get(p.key)
+            if rec is not None:  # finished by an earlier, interrupted invocation
+                results.append(rec)
+                if p.shows:
+                    shown[(tname, method)] = _Shown(np.load(samples_file), rec)
+                console.log(
+                    f"{tname} / {method} / {cfg.steps} updates / seed {seed}: "
+                    f"MMD^2 {_fmt(rec['mmd2'], 2)} (recorded)"
+                )
+                continue
+            # Same key for every method on a target and seed: same init seed, same
+            # metric projections.
+            k_run = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), ti), 7)
+            r = train(
+                target,
+                method,
+                cfg,
+                k_run,
+                num_eval_samples=args.num_eval_samples,
+                truth=truths[tname],
+                progress=args.progress,
+            )
+            rec = _record(r, cfg.steps, seed) | {"setup": p.setup}
+            results.append(rec)
+            if p.shows:
+                np.save(samples_file, np.asarray(r.samples))
+                shown[(tname, method)] = _Shown(np.asarray(r.samples), r.metrics)
+            records.append(path, rec)  # survives an interrupted run
+            console.log(
+                f"{tname} / {method} / {cfg.steps} updates / seed {seed}: "
+                f"SW {_fmt(rec['sw'])}, MMD^2 {_fmt(rec['mmd2'], 2)}, Sinkhorn "
+                f"{_fmt(rec['sinkhorn'])}, modes {rec['modes']}/{rec['modes_total']}, "
+                f"{rec['train_time_s']:.1f} s"
+            )
     wall = time.perf_counter() - start
 
     header = {
