@@ -29,12 +29,12 @@ def pytest_configure(config):
         path = tempfile.mkdtemp(prefix="revflow-xla-cache-")
         config._revflow_xla_cache = path
         os.environ["JAX_COMPILATION_CACHE_DIR"] = path
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", _CACHE_MIN_COMPILE_S)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", _CACHE_MIN_COMPILE_S)
     # jax was imported before this hook ran: give this process the settings too.
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update(
         "jax_persistent_cache_min_compile_time_secs",
-        float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", _CACHE_MIN_COMPILE_S)),
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
     )
 
 
