@@ -1,7 +1,8 @@
 """Learning side by side: the same configuration trained by the authors' trainer and by revflow.
 
     python benchmarks/fidelity/learning.py --official DIR --official-python PY [--dry-run]
-    revflow report benchmarks/results/fidelity --finished-only --out docs/fidelity
+    revflow report benchmarks/results/fidelity --finished-only --final-window 3 --out docs/fidelity
+    python benchmarks/fidelity/overlap.py docs/fidelity/final.csv   # the README's statement
 
     # on 2 cores: one process per side, each on its own core
     taskset -c 0 python benchmarks/fidelity/learning.py ... --implementation revflow &
