@@ -399,3 +399,39 @@ def test_store_keeps_the_other_agents(tmp_path, monkeypatch) -> None:
     shared = dict(np.load(tmp_path / "official.npz"))
     assert sorted(shared) == ["rfm/a", "sac/b"] and shared["rfm/a"][0] == 2.0
     assert list(np.load(tmp_path / "official_qsm.npz")) == ["qsm/c"]
+
+
+@pytest.mark.filterwarnings("ignore::revflow.report.ReportWarning")
+def test_overlap_pairs_each_agent_with_the_authors(tmp_path, capsys) -> None:
+    """overlap.py on a report of stand-in runs: revflow's ``X`` paired with ``X-authors`` per
+    task, overlapping and disjoint intervals told apart, a one-seed pair not counted."""
+    import overlap
+
+    from revflow.report import ReportArgs, run_report
+
+    def run(env: str, label: str, seed: int, final: float) -> None:
+        path = tmp_path / "runs" / env.replace(":", "_") / label / f"seed{seed}"
+        path.mkdir(parents=True)
+        train = {"algo": label.split("-")[0], "env": env, "label": label, "seed": seed}
+        (path / "config.json").write_text(json.dumps({"train": {**train, "steps": 20}}))
+        (path / "eval.csv").write_text(
+            f"step,eval/return_mean,eval/return_std\n0,0.0,0.0\n20,{final},0.0\n"
+        )
+        (path / "result.json").write_text(json.dumps({"complete": True}))
+
+    for seed in range(3):
+        run("dmc:a", "rfm", seed, 100.0 + seed)
+        run("dmc:a", "rfm-authors", seed, 101.0 + seed)  # overlaps
+        run("dmc:b", "rfm", seed, 100.0 + seed)
+        run("dmc:b", "rfm-authors", seed, 500.0 + seed)  # disjoint
+    run("dmc:a", "sac", 0, 50.0)
+    run("dmc:a", "sac-authors", 0, 50.0)  # one seed each: listed, not compared
+    run_report(ReportArgs(runs=(str(tmp_path / "runs"),), out=str(tmp_path / "report")))
+    capsys.readouterr()
+    assert overlap.main(str(tmp_path / "report" / "final.csv")) == 0
+    out = capsys.readouterr().out
+    assert "| dmc:a | rfm | 3 / 3 |" in out and out.count("| yes |") == 1
+    assert "| dmc:b | rfm | 3 / 3 |" in out and out.count("| **no** |") == 1
+    assert "| dmc:a | sac | 1 / 1 |" in out and "| one seed |" in out
+    assert out.strip().endswith("intervals overlap on 1 of 2 (task, agent) pairs")
+    assert overlap.main(str(tmp_path / "missing.csv")) == 2
