@@ -286,3 +286,16 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = ["report", str(root), "--out", str(out), "--normalize-ref", "oops"]
     assert main(bad) == 2
     assert capsys.readouterr().err.startswith("error: --normalize-ref 'oops' is malformed")
+
+
+def test_another_implementation_is_drawn_dashed_in_the_same_colour() -> None:
+    """``X-authors`` (benchmarks/fidelity's name for the authors' run of ``X``) shares ``X``'s
+    colour and is dashed; a ``-authors`` label without its ``X`` is a label of its own."""
+    from revflow.report import _colours, _line_style
+
+    labels = ["qne", "qne-authors", "rfm", "rfm-authors", "rfm-diffusion", "sac-authors"]
+    colours = _colours(labels)
+    assert colours["rfm"] == colours["rfm-authors"] and colours["qne"] == colours["qne-authors"]
+    assert len({colours[x] for x in ("qne", "rfm", "rfm-diffusion", "sac-authors")}) == 4
+    styles = [_line_style(x, labels) for x in labels]
+    assert styles == ["-", "--", "-", "--", "-", "-"]

@@ -34,7 +34,9 @@ Precipice", NeurIPS; computed with their ``rliable`` library):
 - **learning-curve band**: mean ± one standard error of the mean over the seeds evaluated at
   that step (std with ddof = 1 divided by sqrt(n)); no band where only one seed has data.
   Curves run up to the last step any seed reached, averaging the seeds present at each step;
-  shorter runs and missing seeds are named in the warnings.
+  shorter runs and missing seeds are named in the warnings. A label ``X-authors`` (another
+  implementation of ``X``, as ``benchmarks/fidelity`` names the authors' runs) is drawn
+  dashed in ``X``'s colour.
 
 Outputs in ``out``: ``curves.png``, ``aggregate.png``, ``final.csv``, ``aggregate.csv``,
 ``curves.csv`` and ``report.md`` (which embeds the PNGs by relative path). Every problem that
@@ -483,11 +485,28 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+#: A label ``X`` + this suffix is another implementation of ``X`` (benchmarks/fidelity names
+#: the authors' runs so): drawn in ``X``'s colour, dashed, when ``X`` is also in the report.
+OTHER_IMPLEMENTATION = "-authors"
+
+
+def _base_label(label: str, labels: list[str]) -> str:
+    base = label.removesuffix(OTHER_IMPLEMENTATION)
+    return base if base != label and base in labels else label
+
+
 def _colours(labels: list[str]) -> dict[str, Any]:
+    """One colour per label; ``X-authors`` shares ``X``'s (see :data:`OTHER_IMPLEMENTATION`)."""
     import matplotlib.pyplot as plt
 
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+    bases = list(dict.fromkeys(_base_label(label, labels) for label in labels))
+    cmap = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
+    colour = {base: cmap(i % cmap.N) for i, base in enumerate(bases)}
+    return {label: colour[_base_label(label, labels)] for label in labels}
+
+
+def _line_style(label: str, labels: list[str]) -> str:
+    return "--" if _base_label(label, labels) != label else "-"
 
 
 def _plot_curves(
@@ -513,7 +532,8 @@ def _plot_curves(
             c = curves.get((env, label))
             if c is None:
                 continue
-            ax.plot(c.steps, c.mean, color=colours[label], label=label, lw=1.6)
+            style = _line_style(label, labels)
+            ax.plot(c.steps, c.mean, color=colours[label], ls=style, label=label, lw=1.6)
             ax.fill_between(c.steps, c.lower, c.upper, color=colours[label], alpha=0.2, lw=0)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
@@ -521,7 +541,9 @@ def _plot_curves(
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(envs) :]:
         ax.set_visible(False)
-    handles = [plt.Line2D([], [], color=colours[lb], lw=2) for lb in labels]
+    handles = [
+        plt.Line2D([], [], color=colours[lb], ls=_line_style(lb, labels), lw=2) for lb in labels
+    ]
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
     fig.suptitle("mean over seeds ± one standard error")
     fig.savefig(path, dpi=120)
