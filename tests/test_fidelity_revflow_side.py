@@ -111,6 +111,14 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     assert learning.main([*argv, "--dry-run", "--implementation", "authors"]) == 0
     authors_only = capsys.readouterr().out.splitlines()[1:]
     assert len(authors_only) == 18 and all("main.py" in x for x in authors_only)
+    assert learning.main([*argv, "--dry-run", "--agents", "sac", "rfm"]) == 0
+    short = capsys.readouterr().out.splitlines()[1:]
+    assert len(short) == 24 and not any("qne" in x or "maxentdp" in x for x in short)
+    assert learning.main([*argv, "--start-before", "00:00"]) == 0  # past: starts nothing
+    assert "left for a later sitting" in capsys.readouterr().out
+    assert not results.exists()
+    assert learning.main([*argv, "--start-before", "7pm"]) == 2
+    assert "'7pm' is not HH:MM" in capsys.readouterr().err
 
     run = learning.Run("authors", "rfm", "dmc:cartpole-swingup", 0)
     logs = tmp_path / "logs" / "x"

@@ -20,6 +20,11 @@ steps). The authors' trainer is driven by ``--override`` flags (rfm with their
 ``configs/default.yaml`` alone) and revflow by ``revflow train`` with its defaults and flags
 that set the same values.
 
+A sitting of known length: ``--start-before HH:MM`` starts no run at or after that time (a run
+cut at the end of a sitting is lost: the authors' trainer cannot resume and revflow's
+checkpoints are not committed), and ``--agents rfm sac`` takes only those agents' pending
+runs (the short ones, to fill the end of a sitting).
+
 Resumable: a finished run (its ``result.json``) is skipped. An interrupted revflow run is
 resumed by ``revflow train`` itself from its last checkpoint (one per evaluation interval);
 an interrupted official run (their trainer cannot resume) is restarted. Both land in
@@ -37,6 +42,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,7 +212,27 @@ def main(argv: list[str] | None = None) -> int:
         choices=IMPLEMENTATIONS,
         help="run only this side's pending runs (two processes, one per side, one core each)",
     )
+    parser.add_argument(
+        "--agents",
+        nargs="+",
+        choices=AGENTS,
+        help="run only these agents' pending runs (e.g. the short ones, to fill a sitting)",
+    )
+    parser.add_argument(
+        "--start-before",
+        metavar="HH:MM",
+        help="start no run at or after this local time (a sitting of known length: a run "
+        "started later could not finish, and the authors' trainer cannot resume)",
+    )
     args = parser.parse_args(argv)
+    deadline = None
+    if args.start_before is not None:
+        try:
+            clock = datetime.strptime(args.start_before, "%H:%M").time()
+        except ValueError:
+            print(f"error: --start-before {args.start_before!r} is not HH:MM", file=sys.stderr)
+            return 2
+        deadline = datetime.combine(datetime.now().date(), clock)
     if not (args.official / "main.py").is_file():
         print(f"error: --official {str(args.official)!r} has no main.py", file=sys.stderr)
         return 2
@@ -215,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(plan()) - len(pending)} of {len(plan())} runs done; {len(pending)} to go")
     if args.implementation:
         pending = [r for r in pending if r.implementation == args.implementation]
+    if args.agents:
+        pending = [r for r in pending if r.agent in args.agents]
     for run in pending:
+        if deadline is not None and not args.dry_run and datetime.now() >= deadline:
+            print(f"--start-before {args.start_before}: {run.label} {run.task} seed {run.seed} "
+                  "and the rest left for a later sitting")  # fmt: skip
+            break
         log_dir = scratch / run.task.replace(":", "_") / run.label / f"seed{run.seed}"
         # a started run (its config.json) resumes, from its last checkpoint or from step 0
         if (
