@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from revflow.report import OTHER_IMPLEMENTATION
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "fidelity"
 AGENTS = ("rfm", "sac", "qne")
@@ -108,7 +110,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return self.agent if self.implementation == "revflow" else f"{self.agent}-authors"
+        return self.agent if self.implementation == "revflow" else self.agent + OTHER_IMPLEMENTATION
 
     def run_dir(self, results: Path) -> Path:
         return results / self.task.replace(":", "_") / self.label / f"seed{self.seed}"

@@ -1,6 +1,6 @@
 """Learning side by side, task by task: do revflow's and the authors' IQM intervals overlap?
 
-    revflow report benchmarks/results/fidelity --finished-only --out docs/fidelity
+    revflow report benchmarks/results/fidelity --finished-only --final-window 3 --out docs/fidelity
     python benchmarks/fidelity/overlap.py [docs/fidelity/final.csv]
 
 Reads the report's ``final.csv`` (one row per task and label: the IQM of the seeds' final
@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-SUFFIX = "-authors"
+from revflow.report import OTHER_IMPLEMENTATION as SUFFIX
 
 
 def _interval(row: dict[str, str]) -> tuple[float, float, float]:
