@@ -42,6 +42,12 @@ from spec import SIZES, flatten, unflatten
 
 LOOSE = 1e-4
 TIGHT = 1e-5
+#: rfm's multi-step check (``trajectory_*``): parameter displacements in units of the learning
+#: rate, so one float32 ulp of a parameter of magnitude ~1 is ~4e-4 units (lr 3e-4), and the
+#: largest displacement after 20 steps is ~20 units: ~2e-5 relative per ulp, a few ulps ~1e-4.
+#: A departure (another clipping, target or optimiser rule, a critic read before instead of
+#: after its step) moves parameters by a fraction of a unit per step: 1e-2 relative or more.
+TRAJECTORY = 1e-3
 #: Quantities with the looser tolerance (all others: TIGHT).
 LOOSE_QUANTITIES = {
     "eval_action_best_of_n",
@@ -165,6 +171,7 @@ def compare(
             )
             tol = 0.0 if name.startswith("default/") else TIGHT
             tol = LOOSE if name in LOOSE_QUANTITIES else tol
+            tol = TRAJECTORY if name.startswith("trajectory_") else tol
             rows.append(Row(agent, name, diff, tol, pending))
         tags = sorted(
             {

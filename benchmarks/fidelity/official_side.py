@@ -32,7 +32,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from spec import HYPERPARAMETERS, OFFICIAL_ALGOS, SIZES, flatten  # noqa: E402
+from spec import (  # noqa: E402
+    HYPERPARAMETERS,
+    OFFICIAL_ALGOS,
+    SIZES,
+    TRAJECTORY_ROWS,
+    flat_vector,
+    flatten,
+    unflatten,
+)
 
 
 def recorder():
@@ -243,6 +251,113 @@ def run_rfm(inp: dict, out: dict) -> None:
         )
         out[f"rfm/actor_loss{tag}"] = np.asarray(loss)[None]
         out.update(flatten(grads, f"rfm.grad.actor{tag}"))
+
+    # Exploration action (data collection): their sample_actions rule, Boltzmann pick among
+    # num_particles_data particles by min-Q, from the key given to revflow's act().
+    out["rfm/explore_action"] = np.asarray(
+        agent._sample_actions_jit(params, q_online, jnp.asarray(inp["traj_key_explore"]), obs, lam)
+    )
+    run_rfm_trajectory(inp, out)
+
+
+def _revflow_keyed_posterior(agent):
+    """Their posterior batch (their per-row estimator, ``make_posterior_mean_fns_for_q``) with
+    row i's K reverse samples drawn as revflow draws them, ``normal(split(key, B)[i], (K, D))``,
+    and injected through ``source_distribution`` (their own draw is ``split(split(key, B)[i])[0]``:
+    the one draw whose key derivation the two codes do not share)."""
+    import jax
+    import jax.numpy as jnp
+    from src.agent.rfm import make_posterior_mean_fns_for_q
+
+    cfg, q_module = agent.posterior_cfg, agent.critic.Q_module
+    shape = (cfg.num_mc_samples, agent.sample_dim)
+
+    def batch(key, q_params, temperature, t_batch, y_t_batch, states):
+        keys = jax.random.split(key, t_batch.shape[0])
+        noise = jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+
+        def one_row(z, t, y, state):
+            per_sample, _ = make_posterior_mean_fns_for_q(
+                q_module, cfg, source_distribution=lambda key, shape, dtype: z.astype(dtype)
+            )
+            return per_sample(jax.random.PRNGKey(0), q_params, temperature, t, y, state)
+
+        return jax.vmap(one_row)(noise, t_batch, y_t_batch, states)
+
+    return batch
+
+
+def run_rfm_trajectory(inp: dict, out: dict) -> None:
+    """``trajectory_steps`` consecutive updates of their RFM agent (``agent.update``: their
+    fused update with their Adam optimisers, per-critic clipping at ``trajectory_clip``, Polyak
+    targets), one stored batch and key per step. After each step: the displacement of the
+    actor and critic parameters from their initial values in units of the learning rate, that
+    of the target critics in units of tau x critic lr (mapped onto revflow's structure), and
+    the step's losses. The posterior's reverse samples are drawn with revflow's key derivation
+    (:func:`_revflow_keyed_posterior`); every other draw of their update comes from the key in
+    their own way, which the revflow side reproduces by splitting its key as they do."""
+    import jax.numpy as jnp
+    import mapping
+    from src.agent.rfm import RFM
+
+    s = SIZES
+    critic = {**critic_config(s["critic_lr"]), "max_grad_norm": s["trajectory_clip"]}
+    agent = RFM(
+        sample_dim=s["act_dim"],
+        state_dim=s["obs_dim"],
+        critic_config=critic,
+        actor_hidden_size=s["hidden"],
+        actor_hidden_layers=s["layers"],
+        actor_emb_size=s["emb"],
+        actor_lr=s["actor_lr"],
+        actor_max_grad_norm=s["trajectory_clip"],
+        num_estimator_mc_samples=s["mc_samples"],
+        num_integration_steps=s["flow_steps"],
+        batch_size=s["batch"],
+        cv_weight=0.0,
+        cv_weight_autotune=True,
+        cv_ridge=s["cv_ridge"],
+        cv_clip=s["cv_clip"],
+        rfm_on_policy=True,
+        init_temperature=s["lam"],
+        final_temperature=s["lam"],
+        num_particles_training=s["particles"],
+        num_particles_data=s["particles"],
+        num_particles_eval=s["particles"],
+        sampler_method="euler",
+        t_min=s["t_min"],
+        seed=s["seed"],
+    )
+    # The same seed: the initial parameters stored by run_rfm (the revflow side starts there).
+    _same("trajectory init", agent.net_params, unflatten(out, "rfm.param.actor"), 0.0)
+    _same("trajectory init", agent.critic.Q_online_params, unflatten(out, "rfm.param.critic"), 0.0)
+    agent._posterior_batch = _revflow_keyed_posterior(agent)
+    agent._fused_update = agent._make_fused_update()  # traced with the replaced estimator
+
+    def vectors():
+        emb = s["emb"]
+        actor = mapping.velocity_net(agent.net_params, s["obs_dim"], s["act_dim"], emb)
+        return (
+            flat_vector(actor),
+            flat_vector(mapping.critic(agent.critic.Q_online_params)),
+            flat_vector(mapping.critic(agent.critic.Q_target_params)),
+        )
+
+    actor0, critic0, target0 = vectors()
+    rows: dict[str, list] = {k: [] for k in TRAJECTORY_ROWS}
+    for k in range(s["trajectory_steps"]):
+        agent.key = jnp.asarray(inp["traj_key"][k])
+        metrics = agent.update(
+            *(inp[f"traj_{name}"][k] for name in ("obs", "action", "reward", "mask", "next_obs"))
+        )
+        actor, critic, target = vectors()
+        rows["actor"].append((actor - actor0) / s["actor_lr"])
+        rows["critic"].append((critic - critic0) / s["critic_lr"])
+        rows["target"].append((target - target0) / (s["tau"] * s["critic_lr"]))
+        rows["critic_loss"].append(float(metrics["q_loss"]))
+        rows["actor_loss"].append(float(metrics["actor_loss"]))
+    for name, values in rows.items():
+        out[f"rfm/trajectory_{name}"] = np.asarray(values, np.float32)
 
 
 def run_sac(inp: dict, out: dict) -> None:

@@ -11,6 +11,7 @@ objectives' ``actor_loss`` (and sac's ``alpha_loss``).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +25,10 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mapping
-from spec import SIZES, flatten, unflatten
+from spec import SIZES, TRAJECTORY_ROWS, flat_vector, flatten, unflatten
 
 from revflow.agents import box_diffusion, dqs, qne, qsm, qvpo
+from revflow.agents.actor_critic import actor_critic_update
 from revflow.agents.base import Batch
 from revflow.agents.common import gradient_clipping
 from revflow.agents.critics import critic_td_step, td_target
@@ -69,7 +71,27 @@ def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     noise = jax.vmap(lambda k: jax.random.normal(k, (s["mc_samples"], d), jnp.float32))(keys)
     inp["posterior_noise"] = np.asarray(noise)
     inp.update(_diffusion_inputs(seed))
+    inp.update(_trajectory_inputs(seed))
     return inp
+
+
+def _trajectory_inputs(seed: int) -> dict[str, np.ndarray]:
+    """rfm's multi-step check: one batch and one PRNG key per update, and the key of the
+    exploration action (a generator of their own: the arrays above stay as stored)."""
+    s = SIZES
+    rng = np.random.default_rng(seed + 200)
+    n, b, d, n_obs = s["trajectory_steps"], s["batch"], s["act_dim"], s["obs_dim"]
+    mask = np.ones((n, b), np.float32)
+    mask[:, [1, 5]] = 0.0
+    return {
+        "traj_obs": rng.normal(size=(n, b, n_obs)).astype(np.float32),
+        "traj_action": rng.uniform(-0.95, 0.95, (n, b, d)).astype(np.float32),
+        "traj_reward": rng.normal(size=(n, b)).astype(np.float32),
+        "traj_mask": mask,
+        "traj_next_obs": rng.normal(size=(n, b, n_obs)).astype(np.float32),
+        "traj_key": np.stack([np.asarray(jax.random.PRNGKey(3000 + k)) for k in range(n)]),
+        "traj_key_explore": np.asarray(jax.random.PRNGKey(2999)),
+    }
 
 
 def _diffusion_inputs(seed: int) -> dict[str, np.ndarray]:
@@ -242,7 +264,69 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         actor_params=actor, critic_params=critic, target_critic_params=target_critic
     )
     values, grads = jax.jit(lambda st, x: _rfm_quantities(agent, st, x))(state, _tree(inp))
+    explore_key, obs = jnp.asarray(inp["traj_key_explore"]), jnp.asarray(inp["obs"])
+    values["rfm/explore_action"] = agent.act(state, explore_key, obs, "explore")
+    values.update(_rfm_trajectory(dataclasses.replace(cfg, max_grad_norm=s["trajectory_clip"]),
+                                  actor, critic, inp))  # fmt: skip
     return _collect(out, "rfm", values, grads)
+
+
+def authors_split(key: jax.Array) -> tuple[Any, Any, Any]:
+    """rfm's stage keys derived from an update key as the authors' fused update derives its
+    draws (``src/agent/rfm.py``, ``_update``): ``(_, t, noise, mc, sample) = split(key, 5)``,
+    ``(endpoint, next action) = split(sample)``; revflow's own split takes them in another
+    order, which only changes which draw comes from which key."""
+    _, k_t, k_eps, k_post, k_sample = jax.random.split(key, 5)
+    k_end, k_next = jax.random.split(k_sample)
+    return k_next, (k_end, k_t, k_eps, k_post), None
+
+
+def _rfm_trajectory(cfg: Any, actor: Any, critic: Any, inp: dict) -> dict[str, np.ndarray]:
+    """``trajectory_steps`` consecutive revflow rfm updates (``actor_critic_update`` with the
+    agent's objective, Adam optimisers, per-critic clipping and Polyak targets) from the
+    authors' initial parameters (targets = online critics, as their init copies them), on the
+    stored batches and keys, the keys split as the authors split theirs
+    (:func:`authors_split`): the rows of ``official_side.run_rfm_trajectory``."""
+    s = SIZES
+    agent = make_agent("rfm", cfg, s["obs_dim"], s["act_dim"])
+    fresh = agent.init(jax.random.PRNGKey(s["seed"]))
+    state = fresh.replace(
+        actor_params=actor,
+        critic_params=critic,
+        target_critic_params=critic,
+        actor_opt=agent.actor_opt.init(actor),
+        critic_opt=agent.critic.optimizer.init(critic),
+    )
+    objective = agent.objective._replace(split=authors_split)
+
+    @jax.jit
+    def update(state: Any, batch: Batch, key: jax.Array) -> tuple[Any, dict]:
+        return actor_critic_update(
+            state, batch, key, objective, agent.critic, agent.actor_opt, cfg.tau
+        )
+
+    def vectors(st: Any) -> tuple[np.ndarray, ...]:
+        trees = (st.actor_params, st.critic_params, st.target_critic_params)
+        return tuple(flat_vector(jax.device_get(t)) for t in trees)
+
+    actor0, critic0, target0 = vectors(state)
+    rows: dict[str, list] = {k: [] for k in TRAJECTORY_ROWS}
+    for k in range(s["trajectory_steps"]):
+        batch = Batch(
+            obs=jnp.asarray(inp["traj_obs"][k]),
+            action=jnp.asarray(inp["traj_action"][k]),
+            reward=jnp.asarray(inp["traj_reward"][k]),
+            next_obs=jnp.asarray(inp["traj_next_obs"][k]),
+            discount=s["discount"] * jnp.asarray(inp["traj_mask"][k]),
+        )
+        state, metrics = update(state, batch, jnp.asarray(inp["traj_key"][k]))
+        a, c, t = vectors(state)
+        rows["actor"].append((a - actor0) / s["actor_lr"])
+        rows["critic"].append((c - critic0) / s["critic_lr"])
+        rows["target"].append((t - target0) / (s["tau"] * s["critic_lr"]))
+        rows["critic_loss"].append(float(metrics["critic_loss"]))
+        rows["actor_loss"].append(float(metrics["actor_loss"]))
+    return {f"rfm/trajectory_{k}": np.asarray(v, np.float32) for k, v in rows.items()}
 
 
 def _rfm_quantities(agent: Any, state: Any, inp: dict) -> tuple[dict, dict]:

@@ -63,7 +63,17 @@ SIZES: dict[str, Any] = {
     # gradient AND steps the critic by -probe_critic_lr * gradient, so that an update that
     # reads the critic after its step and one that reads it before differ (see README.md).
     "probe_critic_lr": 0.1,
+    # rfm's multi-step check: this many consecutive full updates (real Adam on both sides),
+    # with a clip norm that each critic's gradient exceeds on some steps and not on others
+    # (their norms here: 2-6) and the actor's on every step (25-90).
+    "trajectory_steps": 20,
+    "trajectory_clip": 3.0,
 }
+
+#: rfm's multi-step check: after each update, the displacement of the actor, the critics and
+#: the target critics from their initial parameters (units: actor lr, critic lr, tau x critic
+#: lr; one row per update, revflow's parameter order), and the update's two losses.
+TRAJECTORY_ROWS: tuple[str, ...] = ("actor", "critic", "target", "critic_loss", "actor_loss")
 
 #: Every agent of the authors' code that revflow also has (revflow's names; the authors'
 #: ``maxentdp`` is revflow's ``qne``), and the authors' ``algo`` name of each.
@@ -90,6 +100,12 @@ def flatten(tree: Any, prefix: str) -> dict[str, np.ndarray]:
 
     walk(tree, prefix)
     return out
+
+
+def flat_vector(tree: Any) -> np.ndarray:
+    """A parameter tree as one float64 vector, leaves in :func:`flatten`'s (sorted) order."""
+    flat = flatten(tree, "")
+    return np.concatenate([np.ravel(flat[k]).astype(np.float64) for k in sorted(flat)])
 
 
 def unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
