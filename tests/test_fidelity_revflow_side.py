@@ -66,6 +66,16 @@ def test_check_flags_a_departure(stored) -> None:
     assert rows["critic_q"].ok and rows["posterior_mu1"].ok
 
 
+def test_multi_step_check_sees_a_departure(stored) -> None:
+    """The 20-update rfm check can fail: clipping both critics by one norm (revflow's earlier
+    rule) moves the critics' trajectory outside its tolerance (``sensitivity.py``)."""
+    import sensitivity
+
+    inputs, official = stored
+    diffs = sensitivity.trajectory_differences(inputs, official, critic_clip="global")
+    assert diffs["trajectory_critic"] > 10 * check.TRAJECTORY, diffs
+
+
 def test_relative_difference_and_table() -> None:
     assert check.relative_difference(np.array([2.0, 4.0]), np.array([2.0, 4.4])) == pytest.approx(
         0.4 / 4.4
@@ -114,6 +124,9 @@ def test_learning_dry_run_and_conversion(tmp_path, capsys) -> None:
     assert learning.main([*argv, "--dry-run", "--agents", "sac", "rfm"]) == 0
     short = capsys.readouterr().out.splitlines()[1:]
     assert len(short) == 24 and not any("qne" in x or "maxentdp" in x for x in short)
+    assert learning.main([*argv, "--dry-run", "--tasks", "dmc:walker-walk"]) == 0
+    walker = capsys.readouterr().out.splitlines()[1:]
+    assert len(walker) == 18 and all("walker" in x for x in walker)
     assert learning.main([*argv, "--start-before", "00:00"]) == 0  # past: starts nothing
     assert "left for a later sitting" in capsys.readouterr().out
     assert not results.exists()

@@ -22,8 +22,9 @@ that set the same values.
 
 A sitting of known length: ``--start-before HH:MM`` starts no run at or after that time (a run
 cut at the end of a sitting is lost: the authors' trainer cannot resume and revflow's
-checkpoints are not committed), and ``--agents rfm sac`` takes only those agents' pending
-runs (the short ones, to fill the end of a sitting).
+checkpoints are not committed), ``--agents rfm sac`` takes only those agents' pending
+runs (the short ones, to fill the end of a sitting), and ``--tasks`` only those tasks' (two
+processes of one side, one core each, on disjoint tasks).
 
 Resumable: a finished run (its ``result.json``) is skipped. An interrupted revflow run is
 resumed by ``revflow train`` itself from its last checkpoint (one per evaluation interval);
@@ -221,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these agents' pending runs (e.g. the short ones, to fill a sitting)",
     )
     parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASKS,
+        help="run only these tasks' pending runs (two processes of one side on disjoint tasks)",
+    )
+    parser.add_argument(
         "--start-before",
         metavar="HH:MM",
         help="start no run at or after this local time (a sitting of known length: a run "
@@ -245,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         pending = [r for r in pending if r.implementation == args.implementation]
     if args.agents:
         pending = [r for r in pending if r.agent in args.agents]
+    if args.tasks:
+        pending = [r for r in pending if r.task in args.tasks]
     for run in pending:
         if deadline is not None and not args.dry_run and datetime.now() >= deadline:
             print(f"--start-before {args.start_before}: {run.label} {run.task} seed {run.seed} "

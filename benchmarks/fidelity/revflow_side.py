@@ -222,9 +222,9 @@ def _run_with_draws(
     return _collect(out, name, values, grads)
 
 
-def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+def _rfm_config(preset: str) -> Any:
     s = SIZES
-    cfg = _sized_config(
+    return _sized_config(
         "rfm",
         preset,
         num_particles=s["particles"],
@@ -236,6 +236,22 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         cv_clip=s["cv_clip"],
         lam=s["lam"],
     )
+
+
+def _rfm_official_params(official: dict) -> tuple[Any, Any, Any]:
+    """The authors' initial rfm actor, critics and target critics on revflow's layout."""
+    s = SIZES
+    actor = mapping.velocity_net(
+        unflatten(official, "rfm.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
+    )
+    critic = mapping.critic(unflatten(official, "rfm.param.critic"))
+    target = mapping.critic(unflatten(official, "rfm.param.target"))
+    return _tree(actor), _tree(critic), _tree(target)
+
+
+def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
+    s = SIZES
+    cfg = _rfm_config(preset)
     agent = make_agent("rfm", cfg, s["obs_dim"], s["act_dim"])
     out: dict[str, np.ndarray] = {}
 
@@ -253,21 +269,14 @@ def run_rfm(inp: dict, official: dict, preset: str) -> dict[str, np.ndarray]:
         fresh.critic_params,
     )
 
-    actor = _tree(
-        mapping.velocity_net(
-            unflatten(official, "rfm.param.actor"), s["obs_dim"], s["act_dim"], s["emb"]
-        )
-    )
-    critic = _tree(mapping.critic(unflatten(official, "rfm.param.critic")))
-    target_critic = _tree(mapping.critic(unflatten(official, "rfm.param.target")))
+    actor, critic, target_critic = _rfm_official_params(official)
     state = fresh.replace(
         actor_params=actor, critic_params=critic, target_critic_params=target_critic
     )
     values, grads = jax.jit(lambda st, x: _rfm_quantities(agent, st, x))(state, _tree(inp))
     explore_key, obs = jnp.asarray(inp["traj_key_explore"]), jnp.asarray(inp["obs"])
     values["rfm/explore_action"] = agent.act(state, explore_key, obs, "explore")
-    values.update(_rfm_trajectory(dataclasses.replace(cfg, max_grad_norm=s["trajectory_clip"]),
-                                  actor, critic, inp))  # fmt: skip
+    values.update(rfm_trajectory(inp, official, preset))
     return _collect(out, "rfm", values, grads)
 
 
@@ -281,13 +290,24 @@ def authors_split(key: jax.Array) -> tuple[Any, Any, Any]:
     return k_next, (k_end, k_t, k_eps, k_post), None
 
 
-def _rfm_trajectory(cfg: Any, actor: Any, critic: Any, inp: dict) -> dict[str, np.ndarray]:
+def rfm_trajectory(
+    inp: dict,
+    official: dict,
+    preset: str = "reference",
+    *,
+    objective_change: Callable[[Any], Any] | None = None,
+    **changes: Any,
+) -> dict[str, np.ndarray]:
     """``trajectory_steps`` consecutive revflow rfm updates (``actor_critic_update`` with the
     agent's objective, Adam optimisers, per-critic clipping and Polyak targets) from the
     authors' initial parameters (targets = online critics, as their init copies them), on the
     stored batches and keys, the keys split as the authors split theirs
-    (:func:`authors_split`): the rows of ``official_side.run_rfm_trajectory``."""
+    (:func:`authors_split`): the rows of ``official_side.run_rfm_trajectory``.
+    ``changes`` (config fields) and ``objective_change`` (applied to the objective) make a
+    departure from the defaults, to show that the check sees it (``sensitivity.py``)."""
     s = SIZES
+    cfg = dataclasses.replace(_rfm_config(preset), max_grad_norm=s["trajectory_clip"], **changes)
+    actor, critic, _ = _rfm_official_params(official)
     agent = make_agent("rfm", cfg, s["obs_dim"], s["act_dim"])
     fresh = agent.init(jax.random.PRNGKey(s["seed"]))
     state = fresh.replace(
@@ -298,6 +318,8 @@ def _rfm_trajectory(cfg: Any, actor: Any, critic: Any, inp: dict) -> dict[str, n
         critic_opt=agent.critic.optimizer.init(critic),
     )
     objective = agent.objective._replace(split=authors_split)
+    if objective_change is not None:
+        objective = objective_change(objective)
 
     @jax.jit
     def update(state: Any, batch: Batch, key: jax.Array) -> tuple[Any, dict]:
