@@ -121,22 +121,21 @@ def critic_config(lr: float) -> dict:
     }
 
 
-def run_rfm(inp: dict, out: dict) -> None:
-    import jax
-    import jax.numpy as jnp
-    from src.agent.critic import ReturnFunction, get_q_values, update_q
-    from src.agent.rfm import RFM, make_posterior_mean_fns_for_q, update_actor_flow_matching
+def _rfm_agent(clip: float | None):
+    """Their ``RFM`` agent at the sizes of ``spec.SIZES`` (seed ``SIZES["seed"]``: the same
+    initial parameters on every call), both gradient clip norms ``clip`` (None: none)."""
+    from src.agent.rfm import RFM
 
     s = SIZES
-    agent = RFM(
+    return RFM(
         sample_dim=s["act_dim"],
         state_dim=s["obs_dim"],
-        critic_config=critic_config(s["critic_lr"]),
+        critic_config={**critic_config(s["critic_lr"]), "max_grad_norm": clip},
         actor_hidden_size=s["hidden"],
         actor_hidden_layers=s["layers"],
         actor_emb_size=s["emb"],
         actor_lr=s["actor_lr"],
-        actor_max_grad_norm=None,
+        actor_max_grad_norm=clip,
         num_estimator_mc_samples=s["mc_samples"],
         num_integration_steps=s["flow_steps"],
         batch_size=s["batch"],
@@ -154,6 +153,16 @@ def run_rfm(inp: dict, out: dict) -> None:
         t_min=s["t_min"],
         seed=s["seed"],
     )
+
+
+def run_rfm(inp: dict, out: dict) -> None:
+    import jax
+    import jax.numpy as jnp
+    from src.agent.critic import ReturnFunction, get_q_values, update_q
+    from src.agent.rfm import make_posterior_mean_fns_for_q, update_actor_flow_matching
+
+    s = SIZES
+    agent = _rfm_agent(clip=None)
     net, params = agent.net, agent.net_params
     q_module, q_online = agent.critic.Q_module, agent.critic.Q_online_params
     # Target critics distinct from the online ones (their init copies them), so that a mix-up
@@ -298,36 +307,9 @@ def run_rfm_trajectory(inp: dict, out: dict) -> None:
     their own way, which the revflow side reproduces by splitting its key as they do."""
     import jax.numpy as jnp
     import mapping
-    from src.agent.rfm import RFM
 
     s = SIZES
-    critic = {**critic_config(s["critic_lr"]), "max_grad_norm": s["trajectory_clip"]}
-    agent = RFM(
-        sample_dim=s["act_dim"],
-        state_dim=s["obs_dim"],
-        critic_config=critic,
-        actor_hidden_size=s["hidden"],
-        actor_hidden_layers=s["layers"],
-        actor_emb_size=s["emb"],
-        actor_lr=s["actor_lr"],
-        actor_max_grad_norm=s["trajectory_clip"],
-        num_estimator_mc_samples=s["mc_samples"],
-        num_integration_steps=s["flow_steps"],
-        batch_size=s["batch"],
-        cv_weight=0.0,
-        cv_weight_autotune=True,
-        cv_ridge=s["cv_ridge"],
-        cv_clip=s["cv_clip"],
-        rfm_on_policy=True,
-        init_temperature=s["lam"],
-        final_temperature=s["lam"],
-        num_particles_training=s["particles"],
-        num_particles_data=s["particles"],
-        num_particles_eval=s["particles"],
-        sampler_method="euler",
-        t_min=s["t_min"],
-        seed=s["seed"],
-    )
+    agent = _rfm_agent(clip=s["trajectory_clip"])
     # The same seed: the initial parameters stored by run_rfm (the revflow side starts there).
     _same("trajectory init", agent.net_params, unflatten(out, "rfm.param.actor"), 0.0)
     _same("trajectory init", agent.critic.Q_online_params, unflatten(out, "rfm.param.critic"), 0.0)
