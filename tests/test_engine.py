@@ -388,11 +388,11 @@ def test_sac_learns_pendulum(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("algo", ["rfm", "sac"])
 def test_configs_saved_before_new_fields_load_with_the_earlier_behaviour(algo: str) -> None:
-    """A config.json written before rfm's / sac's authors' defaults (the CPU suite's) lacks
-    their new fields; it loads with the values those runs had (LEGACY_DEFAULTS), and the
-    evaluation rule of the time (varying seeds, no step-0 evaluation)."""
-    root = Path(__file__).resolve().parents[1]
-    path = root / f"benchmarks/results/cpu_suite/dmc_cartpole-swingup/{algo}/seed0/config.json"
+    """A config.json written before rfm's / sac's authors' defaults (the earlier CPU suite's,
+    dmc:cartpole-swingup seed 0, stored as it was) lacks their new fields; it loads with the
+    values those runs had (LEGACY_DEFAULTS), and the evaluation rule of the time (varying
+    seeds, no step-0 evaluation)."""
+    path = Path(__file__).resolve().parent / "data" / "legacy_configs" / f"{algo}.json"
     saved = json.loads(path.read_text())
     assert "network_init" not in saved["agent"] and "eval_seeds" not in saved["train"]
     cfg, agent_cfg = configs_from_dict(saved, TrainConfig)
