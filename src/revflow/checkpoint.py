@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import io
 import json
 import logging
@@ -134,14 +135,31 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+class _LateFailureReports(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" records that name ``where``: after
+    a failed orbax read or write, the futures of its other failed operations are reported by
+    asyncio only when they are garbage-collected, which on a loaded machine can be long after
+    the failure was raised (and reported) as one :class:`CheckpointError` line."""
+
+    def __init__(self, where: Path):
+        super().__init__()
+        self.where = str(where)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("exception was never retrieved" in msg and self.where in msg)
+
+
 @contextlib.contextmanager
-def _stray_tracebacks_muted() -> Iterator[None]:
-    """Mute ``sys.stderr`` (and asyncio's logger) around an orbax read or write. When one of
-    its operations fails (a truncated file, a full disk), orbax closes its event loop while
-    tensorstore's other operations still complete, and each of their callbacks prints a
-    "RuntimeError: Event loop is closed" traceback straight to ``sys.stderr``; the failure
-    itself reaches us as an exception, reported as one :class:`CheckpointError` line. On a
-    failure the stragglers get a second to finish, still muted."""
+def _stray_tracebacks_muted(where: Path) -> Iterator[None]:
+    """Mute ``sys.stderr`` (and asyncio's logger) around an orbax read or write of ``where``.
+    When one of its operations fails (a truncated file, a full disk), orbax closes its event
+    loop while tensorstore's other operations still complete, and each of their callbacks
+    prints a "RuntimeError: Event loop is closed" traceback straight to ``sys.stderr``; the
+    failure itself reaches us as an exception, reported as one :class:`CheckpointError` line.
+    On a failure the stragglers get a second to finish, still muted, the failed futures are
+    collected, and asyncio's later reports of any left (:class:`_LateFailureReports`) are
+    dropped for good."""
     real, asyncio_log = sys.stderr, logging.getLogger("asyncio")
     level = asyncio_log.level
     sys.stderr = io.StringIO()
@@ -150,6 +168,12 @@ def _stray_tracebacks_muted() -> Iterator[None]:
         yield
     except BaseException:
         time.sleep(1.0)
+        gc.collect()
+        if not any(
+            isinstance(f, _LateFailureReports) and f.where == str(where)
+            for f in asyncio_log.filters
+        ):
+            asyncio_log.addFilter(_LateFailureReports(where))
         raise
     finally:
         sys.stderr = real
@@ -332,7 +356,7 @@ def save_checkpoint(
     with _quiet():
         ckptr = _checkpointer()
         try:
-            with _stray_tracebacks_muted():
+            with _stray_tracebacks_muted(root):
                 ckptr.save(target, args=ocp.args.Composite(**items), force=True)
         except Exception as e:
             _remove_tmp_dirs(root)  # free what the failed write took
@@ -513,7 +537,7 @@ def restore_checkpoint(
                     _leaf_key(i): ocp.RestoreArgs(restore_type=np.ndarray) for i in stored
                 }
                 try:
-                    with _stray_tracebacks_muted():
+                    with _stray_tracebacks_muted(path):
                         out = ckptr.restore(
                             path,
                             args=ocp.args.Composite(
