@@ -212,13 +212,17 @@ def test_late_asyncio_reports_of_a_failed_read_are_dropped(tmp_path, caplog):
     was raised: those naming the failed checkpoint are dropped, any other report is kept."""
     import asyncio
     import gc
+    import logging
 
     from revflow import checkpoint as C
 
     where = tmp_path / "checkpoints" / "400"
-    with pytest.raises(RuntimeError, match="boom"):
-        with C._stray_tracebacks_muted(where):
-            raise RuntimeError("boom")
+    for _ in range(2):  # a second failure of the same checkpoint installs no second filter
+        with pytest.raises(RuntimeError, match="boom"):
+            with C._stray_tracebacks_muted(where):
+                raise RuntimeError("boom")
+    mine = [f for f in logging.getLogger("asyncio").filters if f == C._LateFailureReports(where)]
+    assert len(mine) == 1
 
     def stray(path):  # a failed future, collected outside the muted window
         loop = asyncio.new_event_loop()

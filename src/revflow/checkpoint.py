@@ -149,6 +149,13 @@ class _LateFailureReports(logging.Filter):
         msg = record.getMessage()
         return not ("exception was never retrieved" in msg and self.where in msg)
 
+    # equal filters for one ``where``: ``Logger.addFilter`` skips one already installed
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LateFailureReports) and other.where == self.where
+
+    def __hash__(self) -> int:
+        return hash(self.where)
+
 
 @contextlib.contextmanager
 def _stray_tracebacks_muted(where: Path) -> Iterator[None]:
@@ -169,11 +176,7 @@ def _stray_tracebacks_muted(where: Path) -> Iterator[None]:
     except BaseException:
         time.sleep(1.0)
         gc.collect()
-        if not any(
-            isinstance(f, _LateFailureReports) and f.where == str(where)
-            for f in asyncio_log.filters
-        ):
-            asyncio_log.addFilter(_LateFailureReports(where))
+        asyncio_log.addFilter(_LateFailureReports(where))
         raise
     finally:
         sys.stderr = real
